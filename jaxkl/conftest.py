@@ -1,0 +1,5 @@
+"""Doctest set-up: the examples in docstrings run under the same strict settings."""
+
+import jax
+
+jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,0 +1,208 @@
+r"""Streaming moments with a numerically stable merge, and the summaries built on them.
+
+:class:`Moments` holds the count, the mean vector and the co-moment matrix
+``C = sum_i (x_i - mean)(x_i - mean)^T`` of a stream of feature vectors. Two partial
+results merge exactly (Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm
+for computing sample variances", 1979):
+
+.. math::
+    n = n_a + n_b,\quad \delta = \bar x_b - \bar x_a,\quad
+    \bar x = \bar x_a + \delta\,n_b / n,\quad
+    C = C_a + C_b + \delta\delta^T n_a n_b / n.
+
+Each chunk's own moments are computed by two passes over the chunk (mean first, then
+centred products), so no sum of squares of uncentred values ever cancels. Merging is
+associative up to rounding, so chunks can be combined in any order and on any device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special
+
+from jaxkl._validation import check_float_array
+
+Array = jax.Array
+
+
+def _count_dtype():
+    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+
+
+class Moments(NamedTuple):
+    """Count, mean and co-moment matrix of ``k`` features (a pytree; merge with :func:`merge`).
+
+    Attributes:
+      count: scalar integer, the number of samples.
+      mean: ``[k]`` sample mean.
+      comoment: ``[k, k]`` sum of outer products of centred samples.
+    """
+
+    count: Array
+    mean: Array
+    comoment: Array
+
+
+class Stats(NamedTuple):
+    """Summary of one estimator's samples: mean, std (ddof=1), standard error, count.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> s = jaxkl.describe(jnp.array([1.0, 2.0, 3.0, 4.0]))
+      >>> float(s.mean), round(float(s.std), 4), round(float(s.stderr), 4), int(s.count)
+      (2.5, 1.291, 0.6455, 4)
+    """
+
+    mean: Array
+    std: Array
+    stderr: Array
+    count: Array
+
+    def interval(self, level: float = 0.95) -> tuple[Array, Array]:
+        """Normal-approximation confidence interval ``mean -+ z * stderr`` at ``level``."""
+        z = _z(level)
+        return self.mean - z * self.stderr, self.mean + z * self.stderr
+
+
+class Interval(NamedTuple):
+    """A point value with a confidence interval ``[low, high]`` at a stated level."""
+
+    value: Array
+    low: Array
+    high: Array
+
+
+def _z(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1), got {level}.")
+    return float(scipy.special.ndtri(0.5 + level / 2))
+
+
+def empty(num_features: int, dtype=jnp.float32) -> Moments:
+    """Moments of an empty stream (the identity of :func:`merge`)."""
+    return Moments(
+        count=jnp.zeros((), _count_dtype()),
+        mean=jnp.zeros((num_features,), dtype),
+        comoment=jnp.zeros((num_features, num_features), dtype),
+    )
+
+
+def from_samples(x: Array, valid: Array | None = None) -> Moments:
+    """Moments of the rows of ``x`` (``[n, k]``), optionally only where ``valid`` (``[n]``).
+
+    Two-pass within the block: the mean, then the co-moment of centred rows. Invalid rows
+    (padding) contribute nothing, even if they hold inf or NaN.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> m = stats.from_samples(jnp.array([[1.0], [3.0], [99.0]]), jnp.array([True, True, False]))
+      >>> int(m.count), float(m.mean[0]), float(m.comoment[0, 0])
+      (2, 2.0, 2.0)
+    """
+    if x.ndim != 2:
+        raise ValueError(f"`x` must have shape [n, k], got {x.shape}.")
+    if valid is None:
+        valid = jnp.ones(x.shape[:1], bool)
+    keep = valid[:, None]
+    count = valid.sum(dtype=_count_dtype())
+    safe = jnp.where(keep, x, 0)
+    mean = safe.sum(axis=0) / jnp.maximum(count, 1).astype(x.dtype)
+    centred = jnp.where(keep, x - mean[None, :], 0)
+    comoment = centred.T @ centred
+    return Moments(count, mean, comoment)
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """Moments of the union of two disjoint sample sets (Chan et al. 1979).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> x = jnp.arange(6.0).reshape(6, 1)
+      >>> whole = stats.from_samples(x)
+      >>> parts = stats.merge(stats.from_samples(x[:2]), stats.from_samples(x[2:]))
+      >>> bool(jnp.allclose(whole.comoment, parts.comoment))
+      True
+    """
+    count = a.count + b.count
+    n = jnp.maximum(count, 1).astype(a.mean.dtype)
+    na = a.count.astype(a.mean.dtype)
+    nb = b.count.astype(a.mean.dtype)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (nb / n)
+    comoment = a.comoment + b.comoment + jnp.outer(delta, delta) * (na * nb / n)
+    return Moments(count, mean, comoment)
+
+
+def summarize(m: Moments, index: int) -> Stats:
+    """The :class:`Stats` of feature ``index`` (sample std with ddof = 1)."""
+    n = m.count.astype(m.mean.dtype)
+    variance = m.comoment[index, index] / jnp.maximum(n - 1, 1)
+    std = jnp.sqrt(variance)
+    return Stats(mean=m.mean[index], std=std, stderr=std / jnp.sqrt(jnp.maximum(n, 1)),
+                 count=m.count)
+
+
+def summarize_linear(m: Moments, weights: Array) -> Stats:
+    """The :class:`Stats` of the linear combination ``weights @ x`` of the features."""
+    n = m.count.astype(m.mean.dtype)
+    variance = weights @ m.comoment @ weights / jnp.maximum(n - 1, 1)
+    std = jnp.sqrt(jnp.maximum(variance, 0))
+    return Stats(mean=weights @ m.mean, std=std, stderr=std / jnp.sqrt(jnp.maximum(n, 1)),
+                 count=m.count)
+
+
+def describe(x, *, axis: int = 0) -> Stats:
+    """Mean, std (ddof=1), standard error and count of ``x`` along ``axis`` (in one pass).
+
+    Args:
+      x: float array.
+      axis: the sample axis.
+
+    Returns:
+      :class:`Stats` with the other axes kept.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> float(jaxkl.describe(jnp.array([0.0, 2.0])).stderr)
+      1.0
+    """
+    x = check_float_array(x, "x")
+    n = x.shape[axis]
+    mean = x.mean(axis=axis)
+    std = x.std(axis=axis, ddof=1) if n > 1 else jnp.zeros_like(mean)
+    count = jnp.full(mean.shape, n, _count_dtype())
+    return Stats(mean=mean, std=std, stderr=std / np.sqrt(n), count=count)
+
+
+def relative_error(stats: Stats, true_value, *, level: float = 0.95) -> Interval:
+    r"""Relative bias ``(mean - true) / true`` of an estimate, with a confidence interval.
+
+    .. math:: \frac{\bar k - \mathrm{KL}}{\mathrm{KL}} \pm z_{(1+\text{level})/2}
+              \frac{\mathrm{stderr}}{|\mathrm{KL}|}
+
+    Args:
+      stats: the estimate (see :func:`jaxkl.estimate`).
+      true_value: the exact value (non-zero), e.g. from :func:`jaxkl.exact_kl`.
+      level: confidence level of the normal-approximation interval.
+
+    Returns:
+      :class:`Interval` of the relative bias.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxkl
+      >>> s = jaxkl.Stats(mean=jnp.array(1.1), std=jnp.array(1.0), stderr=jnp.array(0.05),
+      ...                 count=jnp.array(400))
+      >>> [round(float(v), 3) for v in jaxkl.relative_error(s, 1.0)]
+      [0.1, 0.002, 0.198]
+    """
+    true_value = jnp.asarray(true_value, stats.mean.dtype)
+    z = _z(level)
+    value = (stats.mean - true_value) / true_value
+    half = z * stats.stderr / jnp.abs(true_value)
+    return Interval(value=value, low=value - half, high=value + half)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite (unit, statistical, property and doctests).
+# Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+cd "$root"
+exec .venv/bin/python -m pytest -q "$@"
