@@ -132,19 +132,24 @@ def sample_log_ratio(q, p, key: Array, num: int) -> Array:
 
 
 def chunk_moments(q, p, features, key: Array, chunk_index: Array, num_samples: Array,
-                  chunk_size: int) -> stats.Moments:
-    """Moments of the features over chunk ``chunk_index`` (padding past num_samples masked)."""
+                  chunk_size: int, shift: Array | None = None) -> stats.Moments:
+    """Moments of the features over chunk ``chunk_index`` (padding past num_samples masked).
+
+    ``shift`` (the running mean) centres the one-pass sums; see stats.from_features.
+    """
     l = sample_log_ratio(q, p, jax.random.fold_in(key, chunk_index), chunk_size)
-    x = jnp.stack([f(l) for f in features], axis=1)
     position = chunk_index * chunk_size + jnp.arange(chunk_size)
-    return stats.from_samples(x, position < num_samples)
+    return stats.from_features([f(l) for f in features], position < num_samples, shift)
 
 
 def _stream_impl(q, p, key, num_samples, *, features, chunk_size) -> stats.Moments:
     num_chunks = (num_samples + chunk_size - 1) // chunk_size
 
     def body(i, total):
-        return stats.merge(total, chunk_moments(q, p, features, key, i, num_samples, chunk_size))
+        # From the second chunk on, the running mean is an excellent shift.
+        shift = jnp.where(i > 0, total.mean, jnp.nan)
+        chunk = chunk_moments(q, p, features, key, i, num_samples, chunk_size, shift)
+        return stats.merge(total, chunk)
 
     dtype = jax.eval_shape(lambda: sample_log_ratio(q, p, key, 1)).dtype
     return jax.lax.fori_loop(0, num_chunks, body, stats.empty(len(features), dtype))

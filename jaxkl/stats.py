@@ -10,8 +10,8 @@ for computing sample variances", 1979):
     \bar x = \bar x_a + \delta\,n_b / n,\quad
     C = C_a + C_b + \delta\delta^T n_a n_b / n.
 
-Each chunk's own moments are computed by two passes over the chunk (mean first, then
-centred products), so no sum of squares of uncentred values ever cancels. Merging is
+Each chunk's own moments are sums of values shifted by a point near the mean (see
+:func:`from_features`), so no sum of squares of uncentred values cancels. Merging is
 associative up to rounding, so chunks can be combined in any order and on any device.
 """
 
@@ -91,11 +91,43 @@ def empty(num_features: int, dtype=jnp.float32) -> Moments:
     )
 
 
+def from_features(features, valid: Array | None = None, shift: Array | None = None) -> Moments:
+    """Moments of ``k`` features given as a list of ``[n]`` arrays, in one fused pass.
+
+    The sums are taken of shifted values ``y = x - shift``:
+    ``mean = shift + sum(y)/n`` and ``C = sum(y y^T) - sum(y) sum(y)^T / n`` (the
+    "shifted data" algorithm; Chan, Golub & LeVeque, 1983). With the shift near the mean
+    (the running mean of earlier chunks, or else the block's first sample) this is as
+    accurate as two passes, and XLA fuses every feature and product into one loop over
+    the samples instead of materialising an ``[n, k]`` array.
+
+    Args:
+      features: sequence of ``k`` arrays of shape ``[n]`` and one float dtype.
+      valid: optional ``[n]`` bool mask; invalid samples contribute nothing (even inf/NaN).
+      shift: optional ``[k]`` shift; non-finite entries (or None) fall back to the first
+        sample of each feature.
+
+    Returns:
+      :class:`Moments`.
+    """
+    features = list(features)
+    if valid is None:
+        valid = jnp.ones(features[0].shape, bool)
+    first = jnp.stack([f[0] for f in features])
+    shift = first if shift is None else jnp.where(jnp.isfinite(shift), shift, first)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0)
+    y = [jnp.where(valid, f - shift[i], 0) for i, f in enumerate(features)]
+    count = valid.sum(dtype=_count_dtype())
+    n = jnp.maximum(count, 1).astype(shift.dtype)
+    s1 = jnp.stack([v.sum() for v in y])
+    k = len(y)
+    upper = {(i, j): (y[i] * y[j]).sum() for i in range(k) for j in range(i, k)}
+    s2 = jnp.stack([jnp.stack([upper[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
+    return Moments(count, shift + s1 / n, s2 - jnp.outer(s1, s1) / n)
+
+
 def from_samples(x: Array, valid: Array | None = None) -> Moments:
     """Moments of the rows of ``x`` (``[n, k]``), optionally only where ``valid`` (``[n]``).
-
-    Two-pass within the block: the mean, then the co-moment of centred rows. Invalid rows
-    (padding) contribute nothing, even if they hold inf or NaN.
 
     Example:
       >>> import jax.numpy as jnp
@@ -106,15 +138,7 @@ def from_samples(x: Array, valid: Array | None = None) -> Moments:
     """
     if x.ndim != 2:
         raise ValueError(f"`x` must have shape [n, k], got {x.shape}.")
-    if valid is None:
-        valid = jnp.ones(x.shape[:1], bool)
-    keep = valid[:, None]
-    count = valid.sum(dtype=_count_dtype())
-    safe = jnp.where(keep, x, 0)
-    mean = safe.sum(axis=0) / jnp.maximum(count, 1).astype(x.dtype)
-    centred = jnp.where(keep, x - mean[None, :], 0)
-    comoment = centred.T @ centred
-    return Moments(count, mean, comoment)
+    return from_features([x[:, i] for i in range(x.shape[1])], valid)
 
 
 def merge(a: Moments, b: Moments) -> Moments:
