@@ -15,23 +15,55 @@ from jaxkl.estimators import (
 )
 from jaxkl import stats
 from jaxkl.montecarlo import estimate
+from jaxkl.mixtures import (
+    GaussianMixture,
+    MixtureMoments,
+    gaussian_mixture_1d,
+    gaussian_mixture_diag,
+    gaussian_mixture_full,
+    mixture_moments,
+    mixture_params,
+)
+from jaxkl.reference import (
+    MixtureKLApproximations,
+    ReferenceKL,
+    exact_kl,
+    mixture_kl_approximations,
+    monte_carlo_kl,
+    quadrature_kl,
+    reference_kl,
+)
 from jaxkl.stats import Interval, Stats, describe, relative_error
 
 __version__ = "0.1.0"
 
 __all__ = [
     "F_DIVERGENCES",
+    "GaussianMixture",
     "Interval",
+    "MixtureKLApproximations",
+    "MixtureMoments",
+    "ReferenceKL",
     "Stats",
     "describe",
     "estimate",
+    "exact_kl",
     "relative_error",
     "stats",
     "control_variate",
     "csiszar",
     "forward_kl",
+    "gaussian_mixture_1d",
+    "gaussian_mixture_diag",
+    "gaussian_mixture_full",
     "k1",
     "k2",
     "k3",
+    "mixture_kl_approximations",
+    "mixture_moments",
+    "mixture_params",
+    "monte_carlo_kl",
     "optimal_cv_lambda",
+    "quadrature_kl",
+    "reference_kl",
 ]

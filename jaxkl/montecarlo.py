@@ -116,12 +116,15 @@ def _check_key(key) -> Array:
 
 def sample_log_ratio(q, p, key: Array, num: int) -> Array:
     """``log p(x) - log q(x)`` at ``num`` samples ``x ~ q`` (uses q.sample_and_log_prob)."""
-    if hasattr(q, "sample_and_log_prob"):
-        x, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num,))
-    else:
-        x = q.sample(seed=key, sample_shape=(num,))
-        log_q = q.log_prob(x)
-    log_p = p.log_prob(x)
+    # The distributions' own internals may rely on implicit rank promotion (distrax's
+    # MixtureSameFamily does); jaxkl's strictness is for jaxkl's code, not theirs.
+    with jax.numpy_rank_promotion("allow"):
+        if hasattr(q, "sample_and_log_prob"):
+            x, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num,))
+        else:
+            x = q.sample(seed=key, sample_shape=(num,))
+            log_q = q.log_prob(x)
+        log_p = p.log_prob(x)
     if log_q.shape != (num,) or log_p.shape != (num,):
         raise ValueError(
             "q and p must be distributions with scalar batch shape whose log_prob of "
