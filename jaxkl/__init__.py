@@ -13,7 +13,7 @@ from jaxkl.estimators import (
     k3,
     optimal_cv_lambda,
 )
-from jaxkl import stats
+from jaxkl import rl, stats
 from jaxkl.montecarlo import estimate
 from jaxkl.mixtures import (
     GaussianMixture,
@@ -49,6 +49,7 @@ __all__ = [
     "estimate",
     "exact_kl",
     "relative_error",
+    "rl",
     "stats",
     "control_variate",
     "csiszar",

@@ -66,13 +66,15 @@ def _expm1_jvp(primals, tangents):
 def expm1mx(x):
     """``exp(x) - 1 - x`` to a few ulps everywhere (the k3 kernel).
 
-    Inside ``|x| < 1``: ``x**2 * sum_{n>=2} x**(n-2) / n!``; outside: ``expm1(x) - x``.
+    Inside ``|x| < 1``: ``x**2 * sum_{n>=2} x**(n-2) / n!``; outside: ``exp(x) - 1 - x``.
     """
     inside, xs = _series_input(x)
     n = _num_terms(x.dtype)
     coefficients = [1.0 / math.factorial(k + 2) for k in range(n - 1)]
     series = xs * xs * _horner(coefficients, xs)
-    return jnp.where(inside, series, jnp.expm1(x) - x)
+    # Outside the series radius exp(x) - 1 - x loses at most ~4 ulps (at |x| = 1), and
+    # XLA's CPU exp is ~1.7x faster than its expm1.
+    return jnp.where(inside, series, (jnp.exp(x) - 1) - x)
 
 
 @expm1mx.defjvp

@@ -1,0 +1,45 @@
+"""KL penalties for RL on language models: per-token estimates, aggregation, exact
+full-vocabulary KL and the GRPO objective.
+
+- :func:`token_kl`: the per-token KL(pi || pi_ref) estimate (k1, k2, k3, abs) with
+  clamping and the gradient options (natural, straight-through, importance-weighted).
+- :func:`kl_penalized_rewards`: the KL placed in the reward (k1), whose score-function
+  gradient is the reverse-KL gradient.
+- :func:`aggregate`: the masked loss reductions of verl/TRL/Dr. GRPO.
+- :func:`full_kl`: exact per-token KL over the vocabulary from logits, streamed, with a
+  memory-bounded custom VJP.
+- :func:`group_advantages`, :func:`clipped_surrogate`, :func:`grpo_loss`,
+  :func:`adaptive_kl_controller`, :func:`fixed_kl_controller`: GRPO.
+"""
+
+from jaxkl.rl.aggregate import MODES, aggregate
+from jaxkl.rl.full_kl import full_kl
+from jaxkl.rl.grpo import (
+    KLController,
+    KLControllerState,
+    SurrogateOutput,
+    adaptive_kl_controller,
+    clipped_surrogate,
+    fixed_kl_controller,
+    group_advantages,
+    grpo_loss,
+)
+from jaxkl.rl.token_kl import ESTIMATORS, GRADIENTS, kl_penalized_rewards, token_kl
+
+__all__ = [
+    "ESTIMATORS",
+    "GRADIENTS",
+    "MODES",
+    "KLController",
+    "KLControllerState",
+    "SurrogateOutput",
+    "adaptive_kl_controller",
+    "aggregate",
+    "clipped_surrogate",
+    "fixed_kl_controller",
+    "full_kl",
+    "group_advantages",
+    "grpo_loss",
+    "kl_penalized_rewards",
+    "token_kl",
+]

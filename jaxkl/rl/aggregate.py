@@ -1,0 +1,106 @@
+r"""Masked reduction of per-token losses ``[..., T] -> []``, in the RL libraries' modes.
+
+With ``m`` the mask, ``v`` the values, sequences the rows (every leading axis), ``n_i``
+the valid tokens of row ``i`` and ``S`` the rows with at least one valid token:
+
+===========================  ===================================================
+``mode``                     value
+===========================  ===================================================
+``"token-mean"``             ``sum_it m v / sum_it m``
+``"token-sum"``              ``sum_it m v``
+``"seq-mean-token-sum"``     ``(1/|S|) sum_{i in S} sum_t m v``
+``"seq-mean-token-mean"``    ``(1/|S|) sum_{i in S} (1/n_i) sum_t m v``
+``"seq-mean-token-sum-norm"````(1/|S|) sum_{i in S} sum_t m v / normalizer``
+===========================  ===================================================
+
+``token-mean`` is the DAPO/verl default; ``seq-mean-token-mean`` is the loss of the GRPO
+paper (Shao et al. 2024), whose per-sequence ``1/n_i`` favours short correct answers and
+long wrong ones; ``seq-mean-token-sum-norm`` with a constant normaliser (the maximum
+length, by default ``T``) is Dr. GRPO's fix (Liu et al. 2025, arXiv:2503.20783).
+Rows without a valid token are left out of ``|S|``, as recent verl does.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxkl._validation import check_choice, check_float_array
+from jaxkl.rl.token_kl import check_mask, compute_dtype
+
+Array = jax.Array
+
+MODES = (
+    "token-mean",
+    "token-sum",
+    "seq-mean-token-sum",
+    "seq-mean-token-mean",
+    "seq-mean-token-sum-norm",
+)
+
+
+def _safe_divide(numerator: Array, count: Array) -> Array:
+    # 0/0 -> 0 with zero gradient: the denominator never reaches 0 inside the division.
+    return jnp.where(count > 0, numerator / jnp.maximum(count, 1), 0)
+
+
+def aggregate(values, mask, *, mode: str = "token-mean", normalizer=None) -> Array:
+    r"""Reduces per-token values to a scalar loss with a mask, in one of five modes.
+
+    See the module docstring for the formulas. Masked entries never reach the result or
+    its gradient, even when they are ``inf`` or NaN (they are replaced with ``jnp.where``
+    before any arithmetic); an all-zero mask gives 0 with zero gradient.
+
+    Args:
+      values: per-token values ``[..., T]`` (rank >= 1), float dtype; leading axes index
+        sequences.
+      mask: bool or 0/1 array of the same shape (nonzero = valid).
+      mode: one of ``"token-mean"``, ``"token-sum"``, ``"seq-mean-token-sum"``,
+        ``"seq-mean-token-mean"``, ``"seq-mean-token-sum-norm"``.
+      normalizer: the constant for ``"seq-mean-token-sum-norm"`` (default ``T``, the
+        padded length); a positive number, possibly traced.
+
+    Returns:
+      A scalar in float32 (float64 for f64 values).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> v = jnp.array([[1.0, 2.0, jnp.nan], [4.0, jnp.inf, jnp.inf]])
+      >>> m = jnp.array([[True, True, False], [True, False, False]])
+      >>> rl.aggregate(v, m)
+      Array(2.3333333, dtype=float32)
+      >>> rl.aggregate(v, m, mode="seq-mean-token-mean")
+      Array(2.75, dtype=float32)
+    """
+    values = check_float_array(values, "values")
+    if values.ndim < 1:
+        raise ValueError("`values` must have a token axis (rank >= 1), got a scalar.")
+    valid = check_mask(mask, values.shape)
+    check_choice(mode, "mode", MODES)
+    if normalizer is not None and mode != "seq-mean-token-sum-norm":
+        raise ValueError(
+            f"`normalizer` is only used with mode='seq-mean-token-sum-norm', not {mode!r}."
+        )
+    dtype = compute_dtype(values)
+    v = jnp.where(valid, values.astype(dtype), 0)
+    weight = valid.astype(dtype)
+
+    if mode == "token-sum":
+        return v.sum()
+    if mode == "token-mean":
+        return _safe_divide(v.sum(), weight.sum())
+
+    row_sums = v.reshape(-1, v.shape[-1]).sum(-1)
+    row_counts = weight.reshape(-1, v.shape[-1]).sum(-1)
+    num_rows = (row_counts > 0).astype(dtype).sum()
+    if mode == "seq-mean-token-mean":
+        return _safe_divide(_safe_divide(row_sums, row_counts).sum(), num_rows)
+    seq_mean = _safe_divide(row_sums.sum(), num_rows)
+    if mode == "seq-mean-token-sum":
+        return seq_mean
+    if normalizer is None:
+        normalizer = values.shape[-1]
+    if isinstance(normalizer, (int, float)) and not normalizer > 0:
+        raise ValueError(f"`normalizer` must be positive, got {normalizer}.")
+    return seq_mean / jnp.asarray(normalizer, dtype)

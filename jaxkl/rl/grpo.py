@@ -1,0 +1,336 @@
+r"""GRPO: group-normalised advantages, the clipped surrogate, the KL term, the loss.
+
+GRPO (Shao et al. 2024) samples ``G`` answers per prompt, scores them, and uses the
+group-normalised score as every token's advantage, so no value network is needed:
+
+.. math::
+    \hat A_i = \frac{r_i - \mathrm{mean}(r_{1..G})}{\mathrm{std}(r_{1..G}) + \epsilon},
+    \qquad
+    L = \mathrm{agg}_{i,t}\Big[-\min\big(\rho_{it} \hat A_i,
+        \mathrm{clip}(\rho_{it}, 1-\epsilon_l, 1+\epsilon_h)\hat A_i\big)
+        + \beta\, k(l_{it})\Big],
+
+with ``rho = pi / pi_old`` and ``k`` a per-token KL(pi || pi_ref) estimate from
+:func:`jaxkl.rl.token_kl` (k3 in the paper). Dr. GRPO (Liu et al. 2025) drops the std
+division and the per-sequence length normalisation.
+
+References:
+  Z. Shao et al., "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open
+  Language Models", 2024, arXiv:2402.03300.
+  Z. Liu et al., "Understanding R1-Zero-Like Training: A Critical Perspective" (Dr.
+  GRPO), 2025, arXiv:2503.20783.
+  J. Schulman et al., "Proximal Policy Optimization Algorithms", 2017, arXiv:1707.06347.
+  D. Ziegler et al., "Fine-Tuning Language Models from Human Preferences", 2019,
+  arXiv:1909.08593 (adaptive KL coefficient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxkl._validation import check_float_array, check_same_shape
+from jaxkl.rl.aggregate import aggregate
+from jaxkl.rl.token_kl import (
+    DEFAULT_LOG_RATIO_CLIP,
+    check_clip,
+    check_mask,
+    compute_dtype,
+    token_kl,
+)
+
+Array = jax.Array
+
+
+def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) -> Array:
+    r"""Group-relative advantages: each reward minus its group's mean, over its std.
+
+    .. math:: \hat A_{gi} = (r_{gi} - \bar r_g) / (s_g + \epsilon) \quad\text{or}\quad
+              r_{gi} - \bar r_g \ \ (\texttt{normalize\_std=False}, \text{Dr. GRPO}),
+
+    with ``s_g`` the sample standard deviation (``ddof=1``, as ``torch.std`` in verl and
+    TRL). A group whose rewards are all equal gets advantage 0.
+
+    Args:
+      rewards: ``[..., G]``, the last axis holding the ``G >= 2`` answers to one prompt.
+      normalize_std: divide by the group std (GRPO) or not (Dr. GRPO).
+      eps: added to the std.
+
+    Returns:
+      Advantages of the same shape, float32 at least.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> rl.group_advantages(jnp.array([[1.0, 0.0, 0.0, 1.0]]), eps=0.0)
+      Array([[ 0.8660254, -0.8660254, -0.8660254,  0.8660254]], dtype=float32)
+    """
+    rewards = check_float_array(rewards, "rewards")
+    if rewards.ndim < 1 or rewards.shape[-1] < 2:
+        raise ValueError(
+            f"`rewards` must have a group axis (last) of size >= 2, got shape {rewards.shape}."
+        )
+    r = rewards.astype(compute_dtype(rewards))
+    centered = r - r.mean(axis=-1, keepdims=True)
+    if not normalize_std:
+        return centered
+    return centered / (r.std(axis=-1, ddof=1, keepdims=True) + eps)
+
+
+class SurrogateOutput(NamedTuple):
+    """Per-token PPO clipped surrogate loss and where the clip was active."""
+
+    loss: Array
+    ratio: Array
+    clipped: Array
+
+
+def clipped_surrogate(
+    logprobs,
+    old_logprobs,
+    advantages,
+    *,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
+) -> SurrogateOutput:
+    r"""The PPO clipped surrogate per token (to minimise).
+
+    .. math:: \ell_t = -\min\big(\rho_t A_t,\ \mathrm{clip}(\rho_t, 1 - \epsilon_l,
+              1 + \epsilon_h) A_t\big), \quad \rho_t = e^{\log\pi - \log\pi_{old}}.
+
+    Args:
+      logprobs: ``log pi(y_t)`` ``[..., T]``.
+      old_logprobs: ``log pi_old(y_t)`` of the sampling policy, same shape.
+      advantages: per-token ``[..., T]`` or per-sequence ``[...]`` advantages.
+      clip_eps: lower clip ``epsilon_l`` (and upper, unless ``clip_eps_high``).
+      clip_eps_high: upper clip ``epsilon_h`` (DAPO's clip-higher uses 0.28).
+      log_ratio_clip: bound on ``log rho`` before ``exp`` (verl uses 20), or ``None``.
+
+    Returns:
+      :class:`SurrogateOutput` with the per-token ``loss``, the ``ratio`` and the bool
+      ``clipped`` (the clipped branch is the active one, so the token has no gradient).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> out = rl.clipped_surrogate(jnp.log(jnp.array([1.5, 1.0])), jnp.zeros(2),
+      ...                            jnp.array([1.0, -1.0]))
+      >>> out.loss, out.clipped
+      (Array([-1.2,  1. ], dtype=float32), Array([ True, False], dtype=bool))
+    """
+    logprobs = check_float_array(logprobs, "logprobs")
+    old_logprobs = check_float_array(old_logprobs, "old_logprobs")
+    check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
+    advantages = _token_advantages(advantages, logprobs.shape)
+    low = check_clip(clip_eps, "clip_eps")
+    high = low if clip_eps_high is None else check_clip(clip_eps_high, "clip_eps_high")
+    log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
+    dtype = compute_dtype(logprobs, old_logprobs)
+    log_ratio = logprobs.astype(dtype) - old_logprobs.astype(dtype)
+    if log_ratio_clip is not None:
+        log_ratio = jnp.clip(log_ratio, -log_ratio_clip, log_ratio_clip)
+    ratio = jnp.exp(log_ratio)
+    adv = advantages.astype(dtype)
+    unclipped = ratio * adv
+    clipped = jnp.clip(ratio, 1 - low, 1 + high) * adv
+    return SurrogateOutput(-jnp.minimum(unclipped, clipped), ratio, clipped < unclipped)
+
+
+def _token_advantages(advantages, token_shape) -> Array:
+    advantages = check_float_array(advantages, "advantages")
+    if advantages.shape == tuple(token_shape):
+        return advantages
+    if advantages.shape == tuple(token_shape[:-1]):
+        return jnp.broadcast_to(advantages[..., None], token_shape)
+    raise ValueError(
+        f"`advantages` has shape {advantages.shape}; expected per-token {tuple(token_shape)} "
+        f"or per-sequence {tuple(token_shape[:-1])}."
+    )
+
+
+def grpo_loss(
+    logprobs,
+    old_logprobs,
+    advantages,
+    mask,
+    *,
+    ref_logprobs=None,
+    kl_coef=0.0,
+    kl_estimator: str = "k3",
+    kl_gradient: str = "natural",
+    kl_log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
+    kl_value_clip: float | None = None,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    aggregation: str = "token-mean",
+    normalizer=None,
+) -> tuple[Array, dict[str, Array]]:
+    r"""The GRPO loss (to minimise) and its metrics.
+
+    .. math:: L = \mathrm{agg}_{mask}\big[\ell^{clip}_t + \beta\, k(l_t)\big]
+
+    with :func:`clipped_surrogate` for ``ell^clip`` and :func:`jaxkl.rl.token_kl` for the
+    KL term (any estimator and gradient option; ``kl_gradient="importance_weighted"``
+    uses ``old_logprobs`` as the sampling policy). Masked tokens may hold ``-inf``/NaN
+    log-probabilities: they reach neither the loss nor its gradient.
+
+    Args:
+      logprobs: ``log pi_theta(y_t)`` ``[..., T]`` (differentiate with respect to this).
+      old_logprobs: ``log pi_old(y_t)`` of the policy that sampled the tokens.
+      advantages: per-sequence ``[...]`` (e.g. :func:`group_advantages`) or per-token.
+      mask: bool/0-1 ``[..., T]`` of valid response tokens.
+      ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0.
+      kl_coef: ``beta``, a number or a traced scalar (see :func:`adaptive_kl_controller`).
+      kl_estimator, kl_gradient, kl_log_ratio_clip, kl_value_clip: passed to
+        :func:`jaxkl.rl.token_kl` as ``estimator``, ``gradient``, ``log_ratio_clip``,
+        ``value_clip``.
+      clip_eps, clip_eps_high: the PPO clip range.
+      aggregation, normalizer: passed to :func:`jaxkl.rl.aggregate` as ``mode``,
+        ``normalizer``.
+
+    Returns:
+      ``(loss, metrics)``, ready for ``jax.value_and_grad(..., has_aux=True)``; metrics
+      (token means over the mask, no gradient): ``policy_loss``, ``kl`` (the mean KL
+      value), ``clip_fraction``, ``ratio_mean``, ``ratio_max``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> logp = jnp.log(jnp.array([[0.5, 0.4], [0.3, 0.2]]))
+      >>> adv = rl.group_advantages(jnp.array([1.0, 0.0]))
+      >>> loss, metrics = rl.grpo_loss(logp, logp, adv, jnp.ones((2, 2), bool),
+      ...                              ref_logprobs=logp - 0.1, kl_coef=0.04)
+      >>> round(float(loss), 6), round(float(metrics["kl"]), 6)
+      (0.000193, 0.004837)
+    """
+    logprobs = check_float_array(logprobs, "logprobs")
+    old_logprobs = check_float_array(old_logprobs, "old_logprobs")
+    check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
+    valid = check_mask(mask, logprobs.shape)
+    advantages = _token_advantages(advantages, logprobs.shape)
+    # Double-where: masked entries are zeroed *before* any arithmetic, so a -inf or NaN
+    # there cannot turn the zero cotangent of the final select into a NaN gradient.
+    logprobs, old_logprobs, advantages = (
+        jnp.where(valid, x, jnp.zeros_like(x)) for x in (logprobs, old_logprobs, advantages)
+    )
+    surrogate = clipped_surrogate(
+        logprobs, old_logprobs, advantages, clip_eps=clip_eps, clip_eps_high=clip_eps_high
+    )
+    per_token = surrogate.loss
+    dtype = per_token.dtype
+    kl_mean = jnp.zeros((), dtype)
+    use_kl = not (isinstance(kl_coef, (int, float)) and kl_coef == 0)
+    if use_kl:
+        if ref_logprobs is None:
+            raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
+        kl = token_kl(
+            logprobs,
+            ref_logprobs,
+            estimator=kl_estimator,
+            gradient=kl_gradient,
+            old_logprobs=old_logprobs if kl_gradient == "importance_weighted" else None,
+            mask=valid,
+            log_ratio_clip=kl_log_ratio_clip,
+            value_clip=kl_value_clip,
+        )
+        per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * kl
+        kl_mean = aggregate(jax.lax.stop_gradient(kl), valid)
+    loss = aggregate(per_token, valid, mode=aggregation, normalizer=normalizer)
+
+    frozen = jax.lax.stop_gradient(surrogate)
+    metrics = {
+        "policy_loss": aggregate(frozen.loss, valid),
+        "kl": kl_mean,
+        "clip_fraction": aggregate(frozen.clipped.astype(dtype), valid),
+        "ratio_mean": aggregate(frozen.ratio, valid),
+        "ratio_max": jnp.max(jnp.where(valid, frozen.ratio, -jnp.inf), initial=0.0),
+    }
+    return loss, metrics
+
+
+class KLControllerState(NamedTuple):
+    """The current KL coefficient ``beta`` (a scalar array)."""
+
+    coef: Array
+
+
+class KLController(NamedTuple):
+    """A pure controller in optax style: ``state = init()``, ``state = update(state, kl)``.
+
+    ``update(state, current_kl, n_steps=1)`` returns the next state; use ``state.coef``
+    as ``kl_coef`` in :func:`grpo_loss`.
+    """
+
+    init: Callable[[], KLControllerState]
+    update: Callable[..., KLControllerState]
+
+
+def adaptive_kl_controller(
+    init_coef: float, *, target: float, horizon: float, max_error: float = 0.2
+) -> KLController:
+    r"""The adaptive KL coefficient of Ziegler et al. (2019), as in PPO-for-RLHF code.
+
+    .. math:: e_t = \mathrm{clip}(KL_t / KL_{target} - 1, -0.2, 0.2), \qquad
+              \beta_{t+1} = \beta_t (1 + e_t\, n_{steps} / \mathrm{horizon}).
+
+    The coefficient grows while the measured KL is above the target and shrinks while it
+    is below; the clipped proportional error bounds each step's change.
+
+    Reference: D. Ziegler et al., "Fine-Tuning Language Models from Human Preferences",
+    2019, arXiv:1909.08593, Sec. 2.2 (verl's ``AdaptiveKLController`` implements the
+    same rule).
+
+    Args:
+      init_coef: the initial ``beta > 0``.
+      target: the target KL (> 0).
+      horizon: steps over which a full ``max_error`` correction is applied (> 0).
+      max_error: the clip on the proportional error (0.2 in the paper).
+
+    Returns:
+      A :class:`KLController`; ``update`` is jittable and works under ``lax.scan``.
+
+    Example:
+      >>> from jaxkl import rl
+      >>> ctrl = rl.adaptive_kl_controller(0.1, target=6.0, horizon=10_000)
+      >>> state = ctrl.update(ctrl.init(), 12.0, n_steps=256)
+      >>> round(float(state.coef), 6)  # error clipped to 0.2: 0.1 * (1 + 0.2 * 0.0256)
+      0.100512
+    """
+    for name, value in (("init_coef", init_coef), ("target", target), ("horizon", horizon)):
+        check_clip(value, name)
+    check_clip(max_error, "max_error")
+
+    def init() -> KLControllerState:
+        return KLControllerState(jnp.asarray(init_coef, jnp.float32))
+
+    def update(state: KLControllerState, current_kl, n_steps=1) -> KLControllerState:
+        error = jnp.clip(jnp.asarray(current_kl) / target - 1, -max_error, max_error)
+        return KLControllerState(state.coef * (1 + error * n_steps / horizon))
+
+    return KLController(init, update)
+
+
+def fixed_kl_controller(coef: float) -> KLController:
+    """A controller whose coefficient never changes (same interface as the adaptive one).
+
+    Example:
+      >>> from jaxkl import rl
+      >>> ctrl = rl.fixed_kl_controller(0.04)
+      >>> float(ctrl.update(ctrl.init(), 123.0).coef)
+      0.04...
+    """
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or coef < 0:
+        raise ValueError(f"`coef` must be a non-negative number, got {coef!r}.")
+
+    def init() -> KLControllerState:
+        return KLControllerState(jnp.asarray(coef, jnp.float32))
+
+    def update(state: KLControllerState, current_kl=None, n_steps=1) -> KLControllerState:
+        del current_kl, n_steps
+        return state
+
+    return KLController(init, update)

@@ -1,0 +1,276 @@
+r"""Per-token KL(pi || pi_ref) penalties on sampled tokens, and their gradients.
+
+A policy ``pi`` samples tokens; at each sampled token we know ``logprobs = log pi(y_t)``
+and ``ref_logprobs = log pi_ref(y_t)``. With the log-ratio ``l = ref_logprobs - logprobs``
+(``log p - log q`` in the notation of :mod:`jaxkl.estimators`, with ``q = pi``,
+``p = pi_ref``), every estimator below averages to (an approximation of) the reverse KL
+``KL(pi || pi_ref)`` over tokens sampled from ``pi``:
+
+=============  ==========================  =========  ======================================
+``estimator``  per-token value             unbiased?  natural gradient (on-policy mean)
+=============  ==========================  =========  ======================================
+``"k1"``       ``-l``                      yes        0 (``E_pi[grad log pi] = 0``)
+``"k2"``       ``l**2 / 2``                no         ``grad KL(pi || pi_ref)``
+``"k3"``       ``exp(l) - 1 - l``          yes        ``grad KL(pi_ref || pi)`` (forward KL)
+``"abs"``      ``|l|``                     no         ``E_pi[sign(-l) grad log pi]``
+=============  ==========================  =========  ======================================
+
+The value of an estimator and the gradient one gets by differentiating it are two
+different things: used as a *loss*, only k2 follows the reverse-KL gradient on-policy
+(Schulman 2020; Tang & Munos 2025). The ``gradient`` argument of :func:`token_kl` picks
+what the backward pass does:
+
+- ``"natural"`` (default): differentiate the value, as verl, TRL, OpenRLHF and tunix do.
+- ``"straight_through"``: keep the estimator's value, but back-propagate k2's gradient
+  ``grad (l**2 / 2)``, the reverse-KL gradient on-policy (verl's ``"k3+"``).
+- ``"importance_weighted"``: the value ``w * k(l)`` with ``w = pi / pi_old``; its
+  gradient adds the score-function term, so for an unbiased estimator (k1, k3) its
+  expected gradient is ``grad KL(pi || pi_ref)`` on- and off-policy. Without
+  ``old_logprobs`` the weight is ``pi / stop_gradient(pi)`` (value 1, on-policy).
+
+References:
+  J. Schulman, "Approximating KL Divergence", 2020, http://joschu.net/blog/kl-approx.html.
+  Y. Tang and R. Munos, "On a few pitfalls in KL divergence gradient estimation for RL",
+  2025, arXiv:2506.09477.
+  Z. Shao et al., "DeepSeekMath" (GRPO), 2024, arXiv:2402.03300.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxkl import _numerics
+from jaxkl._validation import check_choice, check_float_array, check_same_shape
+
+Array = jax.Array
+
+# exp(20) ~ 4.9e8: finite in float32 and bf16 with room to sum ~1e29 such terms, and the
+# bound verl uses before its exp (verl/trainer/ppo/core_algos.py, kl_penalty_forward).
+DEFAULT_LOG_RATIO_CLIP = 20.0
+
+ESTIMATORS: dict[str, Callable[[Array], Array]] = {
+    "k1": jnp.negative,
+    "k2": lambda x: 0.5 * x * x,
+    "k3": _numerics.expm1mx,
+    "abs": jnp.abs,
+}
+GRADIENTS = ("natural", "straight_through", "importance_weighted")
+
+
+def compute_dtype(*arrays) -> jnp.dtype:
+    """float32 at least: bf16 log-probabilities lose the small differences KL needs."""
+    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def check_mask(mask, shape, name: str = "mask") -> Array:
+    """Returns ``mask != 0`` as a bool array, raising unless it has exactly ``shape``."""
+    dtype = getattr(mask, "dtype", None)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.bool_) and not jnp.issubdtype(
+        dtype, jnp.number
+    ):
+        raise TypeError(f"`{name}` must be boolean or numeric, got {dtype}.")
+    try:
+        mask = jnp.asarray(mask)
+    except TypeError as e:
+        raise TypeError(f"`{name}` must be a boolean or numeric array.") from e
+    if mask.shape != tuple(shape):
+        raise ValueError(f"`{name}` has shape {mask.shape} but must have shape {tuple(shape)}.")
+    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
+        raise TypeError(f"`{name}` must be boolean or numeric, got {mask.dtype}.")
+    return mask if mask.dtype == jnp.bool_ else mask != 0
+
+
+def check_clip(value, name: str) -> float | None:
+    """A symmetric clip bound: ``None`` (off) or a positive Python/NumPy number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
+        value, "__float__"
+    ):
+        raise TypeError(f"`{name}` must be a positive number or None, got {value!r}.")
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"`{name}` must be a positive number or None, got {value}.")
+    return value
+
+
+def _clip(x: Array, bound: float | None) -> Array:
+    return x if bound is None else jnp.clip(x, -bound, bound)
+
+
+def _sanitize(x: Array, valid: Array | None) -> Array:
+    # First half of the double-where trick: masked entries may be -inf/NaN, and a NaN
+    # anywhere upstream of a select still poisons the gradient unless it is replaced here.
+    return x if valid is None else jnp.where(valid, x, jnp.zeros_like(x))
+
+
+def token_kl(
+    logprobs,
+    ref_logprobs,
+    *,
+    estimator: str = "k3",
+    gradient: str = "natural",
+    old_logprobs=None,
+    mask=None,
+    log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
+    value_clip: float | None = None,
+) -> Array:
+    r"""Per-token estimate of KL(pi || pi_ref) at tokens sampled from pi.
+
+    .. math::
+        l = \log\pi_{ref}(y) - \log\pi(y), \qquad
+        v = \mathrm{clip}_{c_v}\big(k(\mathrm{clip}_{c_l}(l))\big),
+
+    with ``k`` one of k1 ``-l``, k2 ``l**2/2``, k3 ``exp(l) - 1 - l`` (evaluated with a
+    series near 0, so it is accurate to a few ulps for tiny ``l``), abs ``|l|``. See the
+    module docstring for what each ``gradient`` option back-propagates.
+
+    Clamping. ``log_ratio_clip`` (default 20, as verl) bounds ``l`` and the importance
+    log-ratio before any ``exp``, so the value and the gradient stay finite for every
+    finite input (k3 is at most ``exp(20) ~ 4.9e8``); beyond the bound the natural
+    gradient of that token is 0, which is what clamping means. ``value_clip`` (default
+    off) bounds the result to ``[-c, c]`` as verl's ``low_var_kl`` (``c = 10``) and
+    OpenRLHF (``c = 10``) do: it caps a single token's weight at the price of bias. The
+    straight-through gradient uses the unclamped ``l`` (as verl's ``"k3+"`` does).
+    ``log_ratio_clip=None`` gives the exact formula, which overflows to ``inf`` for
+    ``l > ~88`` in k3.
+
+    Args:
+      logprobs: ``log pi(y_t)`` at the sampled tokens; any shape, float dtype (bf16 ok).
+      ref_logprobs: ``log pi_ref(y_t)``, same shape.
+      estimator: ``"k1"``, ``"k2"``, ``"k3"`` or ``"abs"``.
+      gradient: ``"natural"``, ``"straight_through"`` or ``"importance_weighted"``.
+      old_logprobs: ``log pi_old(y_t)`` of the policy that sampled the tokens, same
+        shape; only with ``gradient="importance_weighted"`` (default: on-policy).
+      mask: optional bool/0-1 array of the same shape; masked tokens give 0 with zero
+        gradient even when their log-probabilities are ``-inf`` or NaN.
+      log_ratio_clip: symmetric bound on log-ratios before ``exp``, or ``None``.
+      value_clip: symmetric bound on the returned value, or ``None``.
+
+    Returns:
+      The per-token values, shape of ``logprobs``, in float32 (float64 for f64 inputs).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> logp, ref = jnp.array([-1.0, -2.0]), jnp.array([-1.5, -1.0])
+      >>> rl.token_kl(logp, ref)
+      Array([0.1065, 0.7183], dtype=float32)
+      >>> g = jax.grad(lambda x: rl.token_kl(x, ref, gradient="straight_through").sum())
+      >>> g(logp)  # k2's gradient, logp - ref
+      Array([ 0.5, -1. ], dtype=float32)
+    """
+    logprobs = check_float_array(logprobs, "logprobs")
+    ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
+    check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
+    kernel = ESTIMATORS[check_choice(estimator, "estimator", ESTIMATORS)]
+    check_choice(gradient, "gradient", GRADIENTS)
+    log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
+    value_clip = check_clip(value_clip, "value_clip")
+    inputs = [logprobs, ref_logprobs]
+    if old_logprobs is not None:
+        if gradient != "importance_weighted":
+            raise ValueError(
+                "`old_logprobs` is only used with gradient='importance_weighted', "
+                f"got gradient={gradient!r}."
+            )
+        old_logprobs = check_float_array(old_logprobs, "old_logprobs")
+        check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
+        inputs.append(old_logprobs)
+    valid = None if mask is None else check_mask(mask, logprobs.shape)
+
+    dtype = compute_dtype(*inputs)
+    logp = _sanitize(logprobs.astype(dtype), valid)
+    ref = _sanitize(ref_logprobs.astype(dtype), valid)
+    log_ratio = ref - logp
+    value = _clip(kernel(_clip(log_ratio, log_ratio_clip)), value_clip)
+
+    if gradient == "straight_through":
+        # sg(l) * (l - sg(l)) is exactly 0 forward and has k2's tangent l * dl; unlike
+        # k2 - sg(k2) it cannot produce inf - inf when l**2 overflows.
+        frozen = jax.lax.stop_gradient(log_ratio)
+        value = jax.lax.stop_gradient(value) + frozen * (log_ratio - frozen)
+    elif gradient == "importance_weighted":
+        old = jax.lax.stop_gradient(logp) if old_logprobs is None else old_logprobs.astype(dtype)
+        old = _sanitize(old, valid)
+        value = jnp.exp(_clip(logp - old, log_ratio_clip)) * value
+    return _sanitize(value, valid)
+
+
+def kl_penalized_rewards(
+    scores,
+    logprobs,
+    ref_logprobs,
+    mask,
+    *,
+    kl_coef,
+    estimator: str = "k1",
+    log_ratio_clip: float | None = None,
+    value_clip: float | None = None,
+) -> Array:
+    r"""Token-level rewards with the KL penalty in the reward (PPO/RLHF placement).
+
+    .. math:: R_t = s\,[t = T_{last}] - \beta\, \mathrm{sg}(k(l_t)), \quad l_t = \log
+        \pi_{ref}(y_t) - \log \pi(y_t)
+
+    The sequence score ``s`` lands on the last valid token; every valid token pays
+    ``beta`` times the (stop-gradient) per-token estimate. With k1 the penalty summed over
+    a sequence is ``log pi(y) - log pi_ref(y)``, and the score-function (REINFORCE/PPO)
+    gradient of the expected return is ``grad E[s] - beta grad KL(pi || pi_ref)``: the
+    reverse-KL gradient, unbiased, which no estimator placed in the loss gives with its
+    natural gradient except k2 (Ziegler et al. 2019; Tang & Munos 2025).
+
+    Reference: D. Ziegler et al., "Fine-Tuning Language Models from Human Preferences",
+    2019, arXiv:1909.08593.
+
+    Args:
+      scores: sequence-level rewards, shape ``mask.shape[:-1]``.
+      logprobs: ``log pi(y_t)`` of the sampling policy, shape ``[..., T]``.
+      ref_logprobs: ``log pi_ref(y_t)``, same shape.
+      mask: bool/0-1 array ``[..., T]`` of valid tokens.
+      kl_coef: the KL coefficient ``beta`` (a scalar, may be traced).
+      estimator: per-token estimator, k1 (default, the unbiased reverse-KL gradient).
+      log_ratio_clip: optional bound on ``l`` (default off: k1 never exponentiates).
+      value_clip: optional bound on each token's penalty (OpenRLHF uses 10).
+
+    Returns:
+      Float32 (at least) rewards ``[..., T]``, 0 at masked tokens, no gradient.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> rl.kl_penalized_rewards(jnp.array([1.0]), jnp.array([[-1.0, -2.0, 0.0]]),
+      ...                         jnp.array([[-1.5, -1.0, 0.0]]),
+      ...                         jnp.array([[True, True, False]]), kl_coef=0.1)
+      Array([[-0.05,  1.1 ,  0.  ]], dtype=float32)
+    """
+    logprobs = check_float_array(logprobs, "logprobs")
+    scores = check_float_array(scores, "scores")
+    valid = check_mask(mask, logprobs.shape)
+    if logprobs.ndim < 1:
+        raise ValueError("`logprobs` must have a token axis (rank >= 1).")
+    if scores.shape != logprobs.shape[:-1]:
+        raise ValueError(
+            f"`scores` has shape {scores.shape} but must have shape {logprobs.shape[:-1]} "
+            "(one score per sequence)."
+        )
+    penalty = token_kl(
+        logprobs,
+        ref_logprobs,
+        estimator=estimator,
+        mask=valid,
+        log_ratio_clip=log_ratio_clip,
+        value_clip=value_clip,
+    )
+    dtype = penalty.dtype
+    # The last valid token of each row: the largest index whose mask is set.
+    positions = jax.lax.broadcasted_iota(jnp.int32, valid.shape, valid.ndim - 1)
+    last = jnp.max(jnp.where(valid, positions, -1), axis=-1, keepdims=True)
+    at_last = (positions == last) & valid
+    rewards = jnp.where(at_last, scores.astype(dtype)[..., None], 0) - jnp.asarray(
+        kl_coef, dtype
+    ) * penalty
+    return jax.lax.stop_gradient(jnp.where(valid, rewards, 0))

@@ -1,0 +1,126 @@
+"""Benchmark: jaxkl.rl.token_kl + aggregate (jitted) vs PyTorch eager vs a memory floor.
+
+The same work three ways in one run, on the same inputs:
+
+- jaxkl: ``aggregate(token_kl(logp, ref), mask)`` (k3, log-ratio clamp 20, token-mean),
+  jitted; and its value and gradient with respect to ``logp``;
+- PyTorch eager: the same formulas as verl's ``low_var_kl`` + masked mean, with
+  ``loss.backward()`` for the gradient (skipped with a message if torch is absent);
+- floor: one jitted fused read of the same inputs (``sum(where(mask, logp + ref, 0))``;
+  for the gradient, ``where(mask, logp - ref, 0)``: a read of the inputs and one write
+  of an array of the gradient's size), the least memory traffic any implementation
+  needs.
+
+Times are medians over repetitions after a warm-up, the candidates interleaved; ratios
+are what to compare, since absolute times on a shared machine are noise.
+
+    python scripts/bench_token_kl.py [--batch 1024] [--length 2048] [--reps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkl import rl
+
+
+def interleaved_medians(candidates: dict, reps: int) -> dict[str, float]:
+    """Median seconds per candidate, running them in turn so load drifts hit all alike."""
+    for fn in candidates.values():
+        fn()  # warm-up (compilation)
+    times = {name: [] for name in candidates}
+    for _ in range(reps):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--length", type=int, default=2048)
+    parser.add_argument("--reps", type=int, default=20)
+    args = parser.parse_args()
+    shape = (args.batch, args.length)
+    rng = np.random.default_rng(0)
+    logp_np = -np.abs(rng.normal(0, 2, shape)).astype(np.float32)
+    ref_np = -np.abs(rng.normal(0, 2, shape)).astype(np.float32)
+    mask_np = rng.uniform(size=shape) < 0.9
+    logp, ref, mask = map(jax.device_put, (logp_np, ref_np, mask_np))
+    print(f"{shape[0] * shape[1]:,} tokens {shape}, float32 log-probs, bool mask, "
+          f"device {jax.devices()[0].device_kind}, {args.reps} reps (median)")
+
+    loss = jax.jit(lambda a, b, m: rl.aggregate(rl.token_kl(a, b), m))
+    objective = lambda a, b, m: rl.aggregate(rl.token_kl(a, b), m)
+    loss_and_grad = jax.jit(jax.value_and_grad(objective))
+    floor = jax.jit(lambda a, b, m: jnp.where(m, a + b, 0).sum())
+    floor_grad = jax.jit(lambda a, b, m: jnp.where(m, a - b, 0))
+
+    # The two agree before anything is timed.
+    value = float(loss(logp, ref, mask))
+    lr = ref_np.astype(np.float64) - logp_np
+    expected = (np.expm1(lr) - lr)[mask_np].mean()
+    assert abs(value / expected - 1) < 1e-5, (value, expected)
+
+    candidates = {
+        "jaxkl forward": lambda: loss(logp, ref, mask).block_until_ready(),
+        "floor forward": lambda: floor(logp, ref, mask).block_until_ready(),
+        "jaxkl value+grad": lambda: jax.block_until_ready(loss_and_grad(logp, ref, mask)),
+        "floor value+grad": lambda: floor_grad(logp, ref, mask).block_until_ready(),
+    }
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("torch is not installed: skipping the PyTorch eager comparison "
+              "(pip install torch==2.13.0).")
+    if torch is not None:
+        tlogp, tref, tmask = (torch.from_numpy(x) for x in (logp_np, ref_np, mask_np))
+
+        def torch_loss(a):
+            kl = torch.clamp(tref - a, min=-20, max=20)
+            kld = torch.exp(kl) - kl - 1
+            m = tmask.to(kld.dtype)
+            return (kld * m).sum() / m.sum()
+
+        def torch_forward():
+            with torch.no_grad():
+                return torch_loss(tlogp).item()
+
+        def torch_value_and_grad():
+            a = tlogp.clone().requires_grad_(True)
+            out = torch_loss(a)
+            out.backward()
+            return out.item(), a.grad
+
+        assert abs(torch_forward() / expected - 1) < 1e-4
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    t = interleaved_medians(candidates, args.reps)
+    if torch is not None:
+        # Timed in their own block: PyTorch's OpenMP workers keep spinning for a while
+        # after each op and would slow down whatever XLA runs right after them.
+        t.update(interleaved_medians(
+            {"torch eager forward": torch_forward, "torch eager value+grad": torch_value_and_grad},
+            args.reps,
+        ))
+
+    for name, seconds in t.items():
+        print(f"  {name:<24s} {seconds * 1e3:9.2f} ms")
+    print("ratios (> 1 means jaxkl is faster / slower than the floor by that factor):")
+    for kind in ("forward", "value+grad"):
+        ours = t[f"jaxkl {kind}"]
+        print(f"  {kind:<10s} jaxkl / floor = {ours / t[f'floor {kind}']:.2f}")
+        if f"torch eager {kind}" in t:
+            print(f"  {kind:<10s} torch eager / jaxkl = {t[f'torch eager {kind}'] / ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()

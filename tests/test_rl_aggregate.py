@@ -1,0 +1,138 @@
+"""jaxkl.rl.aggregate: the five reduction modes, masks with inf/NaN, empty masks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkl import rl
+
+
+def numpy_aggregate(values, mask, mode, normalizer=None):
+    """Float64 NumPy reference, one loop per sequence (independent of the vectorised code)."""
+    values = np.asarray(values, np.float64).reshape(-1, values.shape[-1])
+    mask = np.asarray(mask, bool).reshape(values.shape)
+    total = sum(values[i][mask[i]].sum() for i in range(len(values)))
+    count = mask.sum()
+    rows = [i for i in range(len(values)) if mask[i].any()]
+    if mode == "token-sum":
+        return total
+    if mode == "token-mean":
+        return total / count if count else 0.0
+    if not rows:
+        return 0.0
+    if mode == "seq-mean-token-mean":
+        return np.mean([values[i][mask[i]].mean() for i in rows])
+    seq_mean = np.mean([values[i][mask[i]].sum() for i in rows])
+    if mode == "seq-mean-token-sum":
+        return seq_mean
+    return seq_mean / (values.shape[-1] if normalizer is None else normalizer)
+
+
+def random_problem(seed, shape=(2, 5, 7)):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0, 1, shape).astype(np.float32)
+    mask = rng.uniform(size=shape) < 0.6
+    mask[0, 1] = False  # one sequence without any valid token
+    return values, mask
+
+
+@pytest.mark.parametrize("mode", rl.MODES)
+def test_modes_match_numpy(mode):
+    values, mask = random_problem(0)
+    got = rl.aggregate(values, mask, mode=mode)
+    assert got.shape == () and got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), numpy_aggregate(values, mask, mode), rtol=1e-6)
+
+
+def test_normalizer_argument():
+    values, mask = random_problem(1)
+    got = rl.aggregate(values, mask, mode="seq-mean-token-sum-norm", normalizer=4096)
+    expected = numpy_aggregate(values, mask, "seq-mean-token-sum-norm", normalizer=4096)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    traced = jax.jit(lambda n: rl.aggregate(values, mask, mode="seq-mean-token-sum-norm",
+                                            normalizer=n))(4096.0)
+    np.testing.assert_allclose(float(traced), expected, rtol=1e-6)
+
+
+def test_float_mask_is_a_validity_mask():
+    values, mask = random_problem(2)
+    np.testing.assert_allclose(
+        float(rl.aggregate(values, mask.astype(np.float32))),
+        float(rl.aggregate(values, mask)),
+        rtol=0,
+    )
+
+
+@pytest.mark.parametrize("mode", rl.MODES)
+def test_masked_inf_and_nan_do_not_leak(mode):
+    values, mask = random_problem(3)
+    poisoned = np.where(mask, values, np.float32(np.nan))
+    poisoned[1, 0, ~mask[1, 0]] = -np.inf
+    fn = lambda v: rl.aggregate(v, mask, mode=mode)
+    np.testing.assert_allclose(float(fn(poisoned)), numpy_aggregate(values, mask, mode),
+                               rtol=1e-6)
+    grad = np.asarray(jax.grad(fn)(jnp.asarray(poisoned)))
+    assert np.all(np.isfinite(grad)) and np.all(grad[~mask] == 0)
+
+
+@pytest.mark.parametrize("mode", rl.MODES)
+def test_empty_mask_gives_zero_and_zero_gradient(mode):
+    values = jnp.full((3, 4), jnp.nan)
+    mask = jnp.zeros((3, 4), bool)
+    value, grad = jax.value_and_grad(lambda v: rl.aggregate(v, mask, mode=mode))(values)
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(np.asarray(grad), 0)
+
+
+def test_gradients_match_closed_forms():
+    values, mask = random_problem(4, shape=(4, 6))
+    m = mask.astype(np.float64)
+    counts = m.sum(-1, keepdims=True)
+    rows = (counts > 0).sum()
+    expected = {
+        "token-mean": m / m.sum(),
+        "token-sum": m,
+        "seq-mean-token-sum": m / rows,
+        "seq-mean-token-mean": np.where(counts > 0, m / np.maximum(counts, 1), 0) / rows,
+        "seq-mean-token-sum-norm": m / rows / 6,
+    }
+    for mode, g in expected.items():
+        got = jax.grad(lambda v, mode=mode: rl.aggregate(v, mask, mode=mode))(values)
+        np.testing.assert_allclose(np.asarray(got), g, rtol=1e-6, err_msg=mode)
+
+
+def test_jit_vmap_and_dtypes():
+    values, mask = random_problem(5)
+    fn = lambda v, m: rl.aggregate(v, m, mode="seq-mean-token-mean")
+    eager = np.asarray(jax.vmap(fn)(values, mask))
+    expected = [numpy_aggregate(values[i], mask[i], "seq-mean-token-mean") for i in range(2)]
+    np.testing.assert_allclose(eager, expected, rtol=1e-6)
+    np.testing.assert_allclose(float(jax.jit(fn)(values, mask)), float(fn(values, mask)))
+    assert rl.aggregate(jnp.asarray(values, jnp.bfloat16), mask).dtype == jnp.float32
+
+
+def test_float64_under_x64(x64):
+    values, mask = random_problem(6)
+    got = rl.aggregate(values.astype(np.float64), mask, mode="seq-mean-token-sum")
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(float(got), numpy_aggregate(values, mask, "seq-mean-token-sum"),
+                               rtol=1e-14)
+
+
+def test_errors_name_the_argument():
+    v = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match="`mask`"):
+        rl.aggregate(v, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="`mode`"):
+        rl.aggregate(v, jnp.ones((2, 3)), mode="sequence-mean")
+    with pytest.raises(TypeError, match="`values`"):
+        rl.aggregate(jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="`values`"):
+        rl.aggregate(jnp.zeros(()), jnp.ones(()))
+    with pytest.raises(ValueError, match="`normalizer`"):
+        rl.aggregate(v, jnp.ones((2, 3)), normalizer=10)
+    with pytest.raises(ValueError, match="`normalizer`"):
+        rl.aggregate(v, jnp.ones((2, 3)), mode="seq-mean-token-sum-norm", normalizer=0)
+    with pytest.raises(TypeError, match="`mask`"):
+        rl.aggregate(v, np.array([["a", "b", "c"]] * 2))

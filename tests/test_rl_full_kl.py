@@ -1,0 +1,176 @@
+"""jaxkl.rl.full_kl: exact vocabulary KL vs the naive log_softmax way, gradients, memory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkl import rl
+
+
+def numpy_full_kl(z, w):
+    """Float64 NumPy log_softmax reference and its analytic gradients."""
+    z, w = np.asarray(z, np.float64), np.asarray(w, np.float64)
+
+    def log_softmax(x):
+        m = x.max(-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+    log_p, log_r = log_softmax(z), log_softmax(w)
+    p, r = np.exp(log_p), np.exp(log_r)
+    kl = (p * (log_p - log_r)).sum(-1)
+    grad_z = p * ((log_p - log_r) - kl[..., None])
+    grad_w = r - p
+    return kl, grad_z, grad_w
+
+
+def naive_full_kl(z, w):
+    """The naive way in JAX: two [tokens, vocab] float32 log_softmax arrays."""
+    log_p = jax.nn.log_softmax(z.astype(jnp.float32))
+    log_r = jax.nn.log_softmax(w.astype(jnp.float32))
+    return (jnp.exp(log_p) * (log_p - log_r)).sum(-1)
+
+
+def random_logits(seed, shape, scale=3.0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, scale, shape).astype(np.float32),
+            rng.normal(0, scale, shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("chunk_size", [64, 1000, 333, 4096])
+def test_values_match_log_softmax_reference(chunk_size):
+    z, w = random_logits(0, (12, 1000))
+    got = rl.full_kl(z, w, chunk_size=chunk_size)
+    expected, _, _ = numpy_full_kl(z, w)
+    assert got.shape == (12,) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(naive_full_kl(z, w)), rtol=1e-5)
+
+
+def test_gradients_match_naive_and_closed_form():
+    z, w = random_logits(1, (6, 700))
+    weights = jnp.linspace(0.5, 2.0, 6)
+    loss = lambda fn: (lambda a, b: (weights * fn(a, b)).sum())
+    got = jax.grad(loss(lambda a, b: rl.full_kl(a, b, chunk_size=128)), argnums=(0, 1))(z, w)
+    naive = jax.grad(loss(naive_full_kl), argnums=(0, 1))(z, w)
+    _, grad_z, grad_w = numpy_full_kl(z, w)
+    closed = (np.asarray(weights)[:, None] * grad_z, np.asarray(weights)[:, None] * grad_w)
+    for g, n, c in zip(got, naive, closed, strict=True):
+        scale = np.max(np.abs(c))
+        np.testing.assert_allclose(np.asarray(g), c, rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(n), rtol=0, atol=1e-5 * scale)
+
+
+def test_exactly_zero_for_equal_distributions_and_shift_invariant():
+    z, w = random_logits(2, (4, 300))
+    assert np.all(np.asarray(rl.full_kl(z, z, chunk_size=64)) == 0)
+    # Logits stored as z + c carry their own rounding (~ulp(c)); the KL itself does not
+    # grow with c, unlike E_p[z - w] - (lse(z) - lse(w)) evaluated as such.
+    for shift in (7.5, 1000.0):
+        same = rl.full_kl(z, z + shift, chunk_size=64)
+        np.testing.assert_allclose(np.asarray(same), 0, atol=1e-6)
+    shifted = rl.full_kl(z + 100.0, w - 50.0, chunk_size=64)
+    np.testing.assert_allclose(np.asarray(shifted), numpy_full_kl(z, w)[0], rtol=1e-5)
+
+
+def test_small_kl_absolute_error_bound():
+    """Tiny KLs are a difference of O(delta) terms: the error is absolute, ~eps * spread.
+
+    Each centred logit z - max(z) is rounded to half an ulp of the largest spread, and
+    every summed term is a p- or r-weighted average of such values, so the KL is off by
+    at most a few eps * max|z - max z| (the naive float32 way has the same limit).
+    """
+    z, _ = random_logits(3, (4, 500), scale=10.0)
+    w = z + np.random.default_rng(4).normal(0, 1e-3, z.shape).astype(np.float32)
+    got = np.asarray(rl.full_kl(z, w, chunk_size=128), np.float64)
+    exact = numpy_full_kl(z, w)[0]
+    spread = np.max(z.max(-1, keepdims=True) - z)
+    bound = 8 * np.finfo(np.float32).eps * spread
+    assert np.all(np.abs(got - exact) <= bound)
+    naive = np.asarray(naive_full_kl(z, w), np.float64)
+    assert np.max(np.abs(got - exact)) <= np.max(np.abs(naive - exact)) + bound
+
+
+def test_bfloat16_inputs():
+    z, w = random_logits(5, (8, 513))
+    z16, w16 = jnp.asarray(z, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+    got = rl.full_kl(z16, w16, chunk_size=128)
+    assert got.dtype == jnp.float32
+    expected, _, _ = numpy_full_kl(np.asarray(z16, np.float32), np.asarray(w16, np.float32))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+    grads = jax.grad(lambda a, b: rl.full_kl(a, b).sum(), argnums=(0, 1))(z16, w16)
+    assert all(g.dtype == jnp.bfloat16 for g in grads)
+
+
+def test_float64_under_x64(x64):
+    z, w = random_logits(6, (3, 257))
+    got = rl.full_kl(z.astype(np.float64), w.astype(np.float64), chunk_size=100)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got), numpy_full_kl(z, w)[0], rtol=1e-12)
+
+
+def test_minus_inf_logits():
+    z, w = random_logits(7, (2, 50))
+    z[:, 40:], w[:, 40:] = -np.inf, -np.inf  # padded vocabulary: dropped from both
+    got = rl.full_kl(z, w, chunk_size=16)
+    np.testing.assert_allclose(np.asarray(got), numpy_full_kl(z[:, :40], w[:, :40])[0],
+                               rtol=1e-5)
+    grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=16).sum(), argnums=(0, 1))(z, w)
+    for g in grads:
+        assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[:, 40:] == 0)
+    w[0, 3] = -np.inf  # p > 0 where r = 0: the KL is infinite
+    assert np.isposinf(float(rl.full_kl(z, w, chunk_size=16)[0]))
+
+
+def test_mask_and_batch_axes():
+    z, w = random_logits(8, (2, 3, 64))
+    mask = np.array([[True, False, True], [False, True, True]])
+    z[~mask] = np.nan  # garbage at masked tokens must not leak
+    fn = lambda a, b: rl.full_kl(a, b, mask=mask, chunk_size=16)
+    got = fn(z, w)
+    assert got.shape == (2, 3)
+    expected = np.where(mask, numpy_full_kl(np.where(mask[..., None], z, 0), w)[0], 0)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+    grads = jax.grad(lambda a, b: fn(a, b).sum(), argnums=(0, 1))(z, w)
+    for g in grads:
+        assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[~mask] == 0)
+
+
+def test_jit_and_vmap():
+    z, w = random_logits(9, (3, 4, 100))
+    fn = lambda a, b: rl.full_kl(a, b, chunk_size=32)
+    eager = np.asarray(fn(z, w))
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(z, w)), eager, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.vmap(fn)(z, w)), eager, rtol=1e-6)
+    vg = jax.vmap(jax.grad(lambda a, b: fn(a, b).sum()))(z, w)
+    np.testing.assert_allclose(np.asarray(vg), np.asarray(jax.grad(lambda a: fn(a, w).sum())(z)),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_memory_beyond_inputs_is_bounded():
+    """Compiled temporaries stay under 10% of the inputs; the naive way needs more."""
+    spec = jax.ShapeDtypeStruct((64, 65536), jnp.float32)
+    input_bytes = 2 * 64 * 65536 * 4
+
+    def temp_bytes(fn):
+        return jax.jit(fn).lower(spec, spec).compile().memory_analysis().temp_size_in_bytes
+
+    forward = temp_bytes(lambda a, b: rl.full_kl(a, b))
+    backward = temp_bytes(jax.grad(lambda a, b: rl.full_kl(a, b).sum(), argnums=(0, 1)))
+    naive = temp_bytes(naive_full_kl)
+    assert forward <= 0.1 * input_bytes and backward <= 0.1 * input_bytes
+    assert naive > 0.1 * input_bytes
+
+
+def test_errors_name_the_argument():
+    z = jnp.zeros((2, 5))
+    with pytest.raises(ValueError, match="`ref_logits`"):
+        rl.full_kl(z, jnp.zeros((2, 6)))
+    with pytest.raises(TypeError, match="`logits`"):
+        rl.full_kl(jnp.zeros((2, 5), jnp.int32), z)
+    with pytest.raises(ValueError, match="`mask`"):
+        rl.full_kl(z, z, mask=jnp.ones((2, 5), bool))
+    with pytest.raises(ValueError, match="`chunk_size`"):
+        rl.full_kl(z, z, chunk_size=0)
+    with pytest.raises(ValueError, match="`logits`"):
+        rl.full_kl(jnp.zeros(()), jnp.zeros(()))
