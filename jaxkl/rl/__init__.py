@@ -10,9 +10,14 @@ full-vocabulary KL and the GRPO objective.
   memory-bounded custom VJP.
 - :func:`group_advantages`, :func:`clipped_surrogate`, :func:`grpo_loss`,
   :func:`adaptive_kl_controller`, :func:`fixed_kl_controller`: GRPO.
+- :mod:`audit` (:func:`audit_categorical`, :func:`audit_sequence`): the exact expected
+  gradient of every KL configuration, by enumeration; :mod:`tabular`: a small tabular
+  autoregressive policy whose sequences can be enumerated.
 """
 
+from jaxkl.rl import audit, tabular
 from jaxkl.rl.aggregate import MODES, aggregate
+from jaxkl.rl.audit import GradientAudit, KLConfig, audit_categorical, audit_sequence
 from jaxkl.rl.full_kl import full_kl
 from jaxkl.rl.grpo import (
     KLController,
@@ -28,6 +33,8 @@ from jaxkl.rl.token_kl import ESTIMATORS, GRADIENTS, kl_penalized_rewards, token
 
 __all__ = [
     "ESTIMATORS",
+    "GradientAudit",
+    "KLConfig",
     "GRADIENTS",
     "MODES",
     "KLController",
@@ -35,11 +42,15 @@ __all__ = [
     "SurrogateOutput",
     "adaptive_kl_controller",
     "aggregate",
+    "audit",
+    "audit_categorical",
+    "audit_sequence",
     "clipped_surrogate",
     "fixed_kl_controller",
     "full_kl",
     "group_advantages",
     "grpo_loss",
     "kl_penalized_rewards",
+    "tabular",
     "token_kl",
 ]
