@@ -37,7 +37,9 @@ ESTIMATORS: dict[str, Callable[[Array], Array]] = {
 # same samples (see `jaxkl.optimal_cv_lambda` for its O(1/n) bias).
 OPTIMAL_CV = "cv*"
 
-DEFAULT_CHUNK_SIZE = 65536
+# Large enough to amortise the loop overhead on CPU (measured: 2**18 is ~1.5x faster than
+# 2**16 and as fast as 2**20), small enough to stay in cache-sized pieces.
+DEFAULT_CHUNK_SIZE = 2**18
 
 
 def _resolve(estimators) -> tuple[tuple[str, ...], tuple[Callable[[Array], Array], ...]]:

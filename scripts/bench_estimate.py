@@ -5,7 +5,7 @@
 3. an RNG-only floor: the same chunked loop drawing the same normal samples and summing
    them, nothing else (what no estimator can beat without a cheaper generator).
 
-Prints medians of ``--repeats`` runs and the ratios. ``--num-samples 1e9`` times the
+Prints medians of ``--repeats`` interleaved rounds and the ratios. ``--num-samples 1e9`` times the
 large run and reports its peak resident memory. Usage:
 
     .venv/bin/python scripts/bench_estimate.py [--num-samples 1e7] [--repeats 5]
@@ -28,13 +28,20 @@ import jaxkl
 from jaxkl.montecarlo import DEFAULT_CHUNK_SIZE
 
 
-def _time(fn, repeats):
-    times = []
+def _once(fn) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Times each function once per round, rounds repeated, so that load changes on a shared
+    machine hit every contender alike; returns the per-function median."""
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            times[name].append(_once(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def rng_floor(num_samples: int, chunk: int = DEFAULT_CHUNK_SIZE):
@@ -80,29 +87,29 @@ def main():
 
     key = jax.random.key(0)
     jaxkl_run = lambda: jaxkl.estimate(q, p, key=key, num_samples=n)
-    start = time.perf_counter()
-    jax.block_until_ready(jaxkl_run())
-    first = time.perf_counter() - start
-    repeats = args.repeats if n <= 1e8 else 1
-    steady = _time(jaxkl_run, repeats)
-    floor_fn = rng_floor(n)
-    jax.block_until_ready(floor_fn())
-    floor = _time(floor_fn, repeats)
-    report = {
-        "num_samples": n, "device": str(jax.devices()[0]), "jax": jax.__version__,
-        "machine": platform.machine(), "jaxkl_first_call_s": first, "jaxkl_steady_s": steady,
-        "rng_floor_s": floor, "jaxkl_over_floor": steady / floor,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    first = _once(jaxkl_run)
+    contenders = {"jaxkl": jaxkl_run, "floor": rng_floor(n)}
+    torch_info = None
     if n <= 1e8:
         try:
-            run, version, threads = torch_note(n)
-            run()
-            report["torch_s"] = _time(run, repeats)
-            report["torch"] = f"{version} ({threads} threads)"
-            report["torch_over_jaxkl"] = report["torch_s"] / steady
+            torch_run, version, threads = torch_note(n)
+            contenders["torch"] = torch_run
+            torch_info = f"{version} ({threads} threads)"
         except ImportError:
             print("torch not installed: `pip install torch==2.13.0` for the comparison")
+    for fn in contenders.values():  # warm-up (compilation, allocator)
+        _once(fn)
+    median = interleaved(contenders, args.repeats if n <= 1e8 else 1)
+    report = {
+        "num_samples": n, "device": str(jax.devices()[0]), "jax": jax.__version__,
+        "machine": platform.machine(), "jaxkl_first_call_s": first,
+        "jaxkl_steady_s": median["jaxkl"], "rng_floor_s": median["floor"],
+        "jaxkl_over_floor": median["jaxkl"] / median["floor"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if torch_info:
+        report.update(torch=torch_info, torch_s=median["torch"],
+                      torch_over_jaxkl=median["torch"] / median["jaxkl"])
     for k, v in report.items():
         print(f"{k:22s} {v:.4g}" if isinstance(v, float) else f"{k:22s} {v}")
     print(json.dumps(report))
