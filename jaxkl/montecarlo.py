@@ -209,7 +209,10 @@ def prepare(q, p, num_samples, estimators, chunk_size):
         )
     names, kernels = _resolve(estimators)
     features, where = _features(names, kernels)
-    return num_samples, names, features, where, min(chunk_size, num_samples)
+    # Small runs get a smaller chunk, rounded up to a power of two so that the number of
+    # compiled variants stays logarithmic in num_samples (at most 2x padding).
+    chunk_size = min(chunk_size, 1 << (num_samples - 1).bit_length())
+    return num_samples, names, features, where, chunk_size
 
 
 def estimate(
