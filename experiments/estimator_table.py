@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import distrax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 

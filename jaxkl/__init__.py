@@ -3,6 +3,7 @@
 The public API is re-exported here; see DESIGN.md and the README for the science.
 """
 
+from jaxkl import families, fitting, rl, stats
 from jaxkl.estimators import (
     F_DIVERGENCES,
     control_variate,
@@ -13,8 +14,6 @@ from jaxkl.estimators import (
     k3,
     optimal_cv_lambda,
 )
-from jaxkl import families, fitting, rl, stats
-from jaxkl.montecarlo import estimate
 from jaxkl.fitting import FitResult, MultiStartResult, fit, fit_multistart
 from jaxkl.mixtures import (
     GaussianMixture,
@@ -25,6 +24,7 @@ from jaxkl.mixtures import (
     mixture_moments,
     mixture_params,
 )
+from jaxkl.montecarlo import estimate
 from jaxkl.reference import (
     MixtureKLApproximations,
     ReferenceKL,
@@ -40,6 +40,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "F_DIVERGENCES",
+    "FitResult",
+    "GaussianMixture",
+    "Interval",
+    "MixtureKLApproximations",
+    "MixtureMoments",
+    "MultiStartResult",
+    "ReferenceKL",
+    "Stats",
     "control_variate",
     "csiszar",
     "describe",
@@ -48,30 +56,22 @@ __all__ = [
     "families",
     "fit",
     "fit_multistart",
-    "FitResult",
     "fitting",
     "forward_kl",
     "gaussian_mixture_1d",
     "gaussian_mixture_diag",
     "gaussian_mixture_full",
-    "GaussianMixture",
-    "Interval",
     "k1",
     "k2",
     "k3",
     "mixture_kl_approximations",
     "mixture_moments",
     "mixture_params",
-    "MixtureKLApproximations",
-    "MixtureMoments",
     "monte_carlo_kl",
-    "MultiStartResult",
     "optimal_cv_lambda",
     "quadrature_kl",
     "reference_kl",
-    "ReferenceKL",
     "relative_error",
     "rl",
-    "Stats",
     "stats",
 ]

@@ -4,16 +4,16 @@ Every function here takes ``log_ratio = log p(x) - log q(x)`` evaluated at sampl
 ``x ~ q`` and returns one value per sample, with the input's shape and dtype. Averaging
 the values over samples estimates a divergence:
 
-============================  =========================================  ==========  ==================
-function                      per-sample value (``r = exp(l)``)          unbiased?   estimates
-============================  =========================================  ==========  ==================
-:func:`k1`                    ``-l``                                     yes         KL(q||p)
-:func:`k2`                    ``l**2 / 2``                               no          KL(q||p) + O(KL^2)
-:func:`k3`                    ``(r - 1) - l``                            yes         KL(q||p)
-:func:`control_variate`       ``-l + lam (r - 1)``                       yes         KL(q||p)
-:func:`forward_kl`            ``r l - (r - 1)``                          yes         KL(p||q)
-:func:`csiszar`               ``f(r) - f'(1) (r - 1)``                   yes         D_f(p||q)
-============================  =========================================  ==========  ==================
+=========================  ===========================  =========  ==================
+function                   value (``r = exp(l)``)       unbiased?  estimates
+=========================  ===========================  =========  ==================
+:func:`k1`                 ``-l``                       yes        KL(q||p)
+:func:`k2`                 ``l**2 / 2``                 no         KL(q||p) + O(KL^2)
+:func:`k3`                 ``(r - 1) - l``              yes        KL(q||p)
+:func:`control_variate`    ``-l + lam (r - 1)``         yes        KL(q||p)
+:func:`forward_kl`         ``r l - (r - 1)``            yes        KL(p||q)
+:func:`csiszar`            ``f(r) - f'(1) (r - 1)``     yes        D_f(p||q)
+=========================  ===========================  =========  ==================
 
 Reference: J. Schulman, "Approximating KL Divergence", 2020,
 http://joschu.net/blog/kl-approx.html.

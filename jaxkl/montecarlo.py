@@ -84,7 +84,7 @@ def _features(names, kernels) -> tuple[tuple[Callable[[Array], Array], ...], dic
         return slots[key]
 
     where = {}
-    for name, fn in zip(names, kernels):
+    for name, fn in zip(names, kernels, strict=True):
         if name == OPTIMAL_CV:
             where[name] = (slot("k1", ESTIMATORS["k1"]), slot("r-1", jnp.expm1))
         else:
@@ -187,7 +187,8 @@ def summaries(moments: stats.Moments, names, where) -> dict[str, stats.Stats]:
             i_k1, i_r = where[name]
             # lam* = Cov(l, r) / Var(r) = -Cov(k1, r - 1) / Var(r - 1).
             var_r = moments.comoment[i_r, i_r]
-            lam = jnp.where(var_r > 0, -moments.comoment[i_k1, i_r] / jnp.where(var_r > 0, var_r, 1), 0)
+            safe_var_r = jnp.where(var_r > 0, var_r, 1)
+            lam = jnp.where(var_r > 0, -moments.comoment[i_k1, i_r] / safe_var_r, 0)
             weights = jnp.zeros(moments.mean.shape).at[i_k1].set(1.0).at[i_r].set(lam)
             out[name] = stats.summarize_linear(moments, weights)
         else:
