@@ -111,3 +111,96 @@ def test_empty_arrays_give_empty_results(dtype):
         for fn in (jaxkl.k1, jaxkl.k2, jaxkl.k3, jaxkl.forward_kl):
             out = fn(l)
             assert out.shape == (0, 3) and out.dtype == dtype
+
+
+# --------------------------------------------------------------------------------------
+# jaxkl.rl
+# --------------------------------------------------------------------------------------
+
+from jaxkl import rl  # noqa: E402
+
+logprob_pairs = st.integers(1, 12).flatmap(
+    lambda n: st.tuples(
+        hnp.arrays(np.float32, (n,), elements=st.floats(-1e4, 0, width=32)),
+        hnp.arrays(np.float32, (n,), elements=st.floats(-1e4, 0, width=32)),
+    )
+)
+
+
+@given(logprob_pairs, st.sampled_from(sorted(rl.ESTIMATORS)),
+       st.sampled_from(["natural", "straight_through", "importance_weighted"]))
+def test_token_kl_values_and_gradients_finite_for_any_finite_logprobs(pair, estimator, gradient):
+    """|log-ratio| up to 1e4: the default clamp keeps exp finite (k2's value is l^2/2 <= 5e7)."""
+    logp, ref = (jnp.asarray(a) for a in pair)
+    values = rl.token_kl(logp, ref, estimator=estimator, gradient=gradient)
+    grads = jax.grad(lambda x: rl.token_kl(x, ref, estimator=estimator,
+                                           gradient=gradient).sum())(logp)
+    assert bool(jnp.all(jnp.isfinite(values))) and bool(jnp.all(jnp.isfinite(grads)))
+
+
+@st.composite
+def _values_mask_padding(draw):
+    rows = draw(st.integers(1, 4))
+    length = draw(st.integers(1, 6))
+    pad = draw(st.integers(1, 4))
+    values = draw(hnp.arrays(np.float32, (rows, length), elements=st.floats(-10, 10, width=32)))
+    mask = draw(hnp.arrays(np.bool_, (rows, length)))
+    junk = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e30]))
+    return values, mask, pad, junk
+
+
+@given(_values_mask_padding(), st.sampled_from(rl.MODES))
+def test_aggregate_is_invariant_to_masked_padding(args, mode):
+    """Appending masked positions holding NaN/inf/huge junk changes neither value nor grad
+    (seq-mean-token-sum-norm with its normaliser fixed, as the padded length changes)."""
+    values, mask, pad, junk = args
+    kwargs = {"normalizer": 7.0} if mode == "seq-mean-token-sum-norm" else {}
+    padded_values = np.concatenate([values, np.full((values.shape[0], pad), junk, np.float32)], 1)
+    padded_mask = np.concatenate([mask, np.zeros((mask.shape[0], pad), bool)], 1)
+    f = lambda v, m: rl.aggregate(v, m, mode=mode, **kwargs)
+    base, padded = f(jnp.asarray(values), mask), f(jnp.asarray(padded_values), padded_mask)
+    np.testing.assert_allclose(padded, base, rtol=1e-6, atol=1e-6)
+    grad = jax.grad(f)(jnp.asarray(padded_values), padded_mask)
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    assert bool(jnp.all(grad[:, values.shape[1]:] == 0))
+    if not mask.any():
+        assert float(base) == 0.0
+
+
+@given(hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(2, 40)),
+                  elements=st.floats(-30, 30, width=32)),
+       hnp.arrays(np.float32, st.just((3, 40)), elements=st.floats(-30, 30, width=32)),
+       st.floats(-50, 50, width=32))
+def test_full_kl_non_negative_and_zero_under_per_token_shift(logits, other, shift):
+    other = other[: logits.shape[0], : logits.shape[1]]
+    kl = rl.full_kl(jnp.asarray(logits), jnp.asarray(other), chunk_size=16)
+    assert bool(jnp.all(kl >= 0)) and bool(jnp.all(jnp.isfinite(kl)))
+    shifted = jnp.asarray(logits) + jnp.float32(shift)
+    same = rl.full_kl(jnp.asarray(logits), shifted, chunk_size=16)
+    # Shift-invariant in exact arithmetic; the float32 rounding of logits + shift is the
+    # only error: at most ~eps * (|logit| + |shift|) per entry.
+    bound = 4 * np.finfo(np.float32).eps * (np.abs(logits).max() + abs(shift) + 1)
+    assert bool(jnp.all(jnp.abs(same) <= bound))
+
+
+# --------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------
+
+
+@given(st.floats(-20, 20), st.floats(0.05, 20), st.sampled_from(["reverse_kl", "forward_kl"]))
+@settings(max_examples=6)
+def test_fit_ends_finite_or_flagged(loc, scale, divergence):
+    """Whatever the target's location and scale, a fit returns finite parameters or says
+    it skipped non-finite steps; never a silent NaN."""
+    import distrax
+
+    from jaxkl import families
+
+    result = jaxkl.fit(distrax.Normal(jnp.float32(loc), jnp.float32(scale)), families.gaussian(),
+                       divergence=divergence, key=jax.random.key(0), num_steps=50,
+                       num_samples=16)
+    params_finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(result.params))
+    assert params_finite
+    assert bool(result.finite) == (int(result.num_nonfinite_steps) == 0)
+    assert bool(jnp.all(jnp.isfinite(result.losses))) or not bool(result.finite)

@@ -137,7 +137,9 @@ def _streamed_statistics(logits: Array, ref_logits: Array, chunk_size: int):
         carry = update(carry, *_chunk(logits, ref_logits, start, vocab - start))
     max_z, max_w, sum_z, sum_w, acc = carry
     log_sum_z, log_sum_w = jnp.log(sum_z), jnp.log(sum_w)
-    kl = acc / sum_z - (log_sum_z - log_sum_w)
+    # KL >= 0 exactly; rounding can leave a value of order -eps near KL = 0, which would
+    # turn into NaN downstream (sqrt, log), so it is clamped (found by a property test).
+    kl = jnp.maximum(acc / sum_z - (log_sum_z - log_sum_w), 0)
     return kl, (max_z, max_w, log_sum_z, log_sum_w)
 
 
