@@ -17,31 +17,14 @@ import argparse
 import json
 import platform
 import resource
-import statistics
-import time
 
 import distrax
 import jax
 import jax.numpy as jnp
+from _timing import interleaved_medians, time_once
 
 import jaxkl
 from jaxkl.montecarlo import DEFAULT_CHUNK_SIZE
-
-
-def _once(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Times each function once per round, rounds repeated, so that load changes on a shared
-    machine hit every contender alike; returns the per-function median."""
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_once(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def rng_floor(num_samples: int, chunk: int = DEFAULT_CHUNK_SIZE):
@@ -87,7 +70,7 @@ def main():
 
     key = jax.random.key(0)
     jaxkl_run = lambda: jaxkl.estimate(q, p, key=key, num_samples=n)
-    first = _once(jaxkl_run)
+    first = time_once(jaxkl_run)
     contenders = {"jaxkl": jaxkl_run, "floor": rng_floor(n)}
     torch_info = None
     if n <= 1e8:
@@ -97,9 +80,7 @@ def main():
             torch_info = f"{version} ({threads} threads)"
         except ImportError:
             print("torch not installed: `pip install torch==2.13.0` for the comparison")
-    for fn in contenders.values():  # warm-up (compilation, allocator)
-        _once(fn)
-    median = interleaved(contenders, args.repeats if n <= 1e8 else 1)
+    median = interleaved_medians(contenders, args.repeats if n <= 1e8 else 1)
     report = {
         "num_samples": n, "device": str(jax.devices()[0]), "jax": jax.__version__,
         "machine": platform.machine(), "jaxkl_first_call_s": first,

@@ -18,12 +18,11 @@ Times are medians over interleaved repetitions after a warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import interleaved_medians
 
 from jaxkl import rl
 
@@ -32,18 +31,6 @@ def naive_full_kl(z, w):
     log_p = jax.nn.log_softmax(z.astype(jnp.float32))
     log_r = jax.nn.log_softmax(w.astype(jnp.float32))
     return (jnp.exp(log_p) * (log_p - log_r)).sum(-1)
-
-
-def interleaved_medians(candidates: dict, reps: int) -> dict[str, float]:
-    for fn in candidates.values():
-        fn()
-    times = {name: [] for name in candidates}
-    for _ in range(reps):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:

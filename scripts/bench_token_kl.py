@@ -20,27 +20,13 @@ are what to compare, since absolute times on a shared machine are noise.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import interleaved_medians
 
 from jaxkl import rl
-
-
-def interleaved_medians(candidates: dict, reps: int) -> dict[str, float]:
-    """Median seconds per candidate, running them in turn so load drifts hit all alike."""
-    for fn in candidates.values():
-        fn()  # warm-up (compilation)
-    times = {name: [] for name in candidates}
-    for _ in range(reps):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:

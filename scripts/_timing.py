@@ -1,0 +1,30 @@
+"""Timing helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Seconds for one call of ``fn``, waiting for JAX's asynchronous results."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], reps: int,
+                        *, warmup: bool = True) -> dict[str, float]:
+    """Median seconds per candidate, timing each once per round over ``reps`` rounds so
+    that load drifts on a shared machine hit every contender alike."""
+    if warmup:
+        for fn in candidates.values():
+            time_once(fn)  # compilation, allocator warm-up
+    times = {name: [] for name in candidates}
+    for _ in range(reps):
+        for name, fn in candidates.items():
+            times[name].append(time_once(fn))
+    return {name: statistics.median(ts) for name, ts in times.items()}
