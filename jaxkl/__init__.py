@@ -3,7 +3,7 @@
 The public API is re-exported here; see DESIGN.md and the README for the science.
 """
 
-from jaxkl import families, fitting, rl, stats
+from jaxkl import families, fitting, rl, sharding, stats
 from jaxkl.estimators import (
     F_DIVERGENCES,
     control_variate,
@@ -73,5 +73,6 @@ __all__ = [
     "reference_kl",
     "relative_error",
     "rl",
+    "sharding",
     "stats",
 ]

@@ -147,17 +147,30 @@ def chunk_moments(q, p, features, key: Array, chunk_index: Array, num_samples: A
     return stats.from_features([f(l) for f in features], position < num_samples, shift)
 
 
-def _stream_impl(q, p, key, num_samples, *, features, chunk_size) -> stats.Moments:
-    num_chunks = (num_samples + chunk_size - 1) // chunk_size
+def accumulate_chunks(q, p, features, key: Array, num_samples: Array, chunk_size: int, *,
+                      first: Array, stride: int, count: Array,
+                      total: stats.Moments) -> stats.Moments:
+    """``total`` merged with chunks ``first, first + stride, ...`` (``count`` of them).
 
-    def body(i, total):
-        # From the second chunk on, the running mean is an excellent shift.
-        shift = jnp.where(i > 0, total.mean, jnp.nan)
-        chunk = chunk_moments(q, p, features, key, i, num_samples, chunk_size, shift)
+    The single-device loop uses ``stride = 1``; each device of a sharded run uses the
+    device count as stride, so that every chunk keeps its ``fold_in(key, chunk)`` key.
+    """
+
+    def body(j, total):
+        # After the first chunk, the running mean is an excellent shift for the sums.
+        shift = jnp.where(total.count > 0, total.mean, jnp.nan)
+        chunk = chunk_moments(q, p, features, key, first + j * stride, num_samples,
+                              chunk_size, shift)
         return stats.merge(total, chunk)
 
+    return jax.lax.fori_loop(0, count, body, total)
+
+
+def _stream_impl(q, p, key, num_samples, *, features, chunk_size) -> stats.Moments:
+    num_chunks = (num_samples + chunk_size - 1) // chunk_size
     dtype = jax.eval_shape(lambda: sample_log_ratio(q, p, key, 1)).dtype
-    return jax.lax.fori_loop(0, num_chunks, body, stats.empty(len(features), dtype))
+    return accumulate_chunks(q, p, features, key, num_samples, chunk_size, first=0, stride=1,
+                             count=num_chunks, total=stats.empty(len(features), dtype))
 
 
 # Distributions are pytrees (distrax's are), so new parameters of the same shapes reuse
@@ -224,6 +237,7 @@ def estimate(
     num_samples: int,
     estimators: Sequence[str | Callable] | Mapping[str, Callable] = ("k1", "k2", "k3"),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    mesh=None,
 ) -> dict[str, stats.Stats]:
     r"""Monte Carlo estimates of KL(q||p) (and friends) from ``num_samples`` samples of q.
 
@@ -250,6 +264,9 @@ def estimate(
       num_samples: total number of samples (a positive int; ``1e9`` is fine).
       estimators: which estimators to compute, all from the same samples.
       chunk_size: samples per chunk (memory is proportional to it).
+      mesh: opt-in sharding: a ``jax.sharding.Mesh`` (see :mod:`jaxkl.sharding`) whose
+        devices share the chunks; the result equals the single-device one for the same
+        key up to floating-point reduction order.
 
     Returns:
       Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count).
@@ -261,6 +278,12 @@ def estimate(
       >>> round(float(res["k3"].mean), 4), float(q.kl_divergence(p))
       (0.005, 0.005)
     """
+    if mesh is not None:
+        from jaxkl import sharding  # sharding builds on this module
+
+        return sharding.estimate_sharded(q, p, key=key, num_samples=num_samples,
+                                         estimators=estimators, chunk_size=chunk_size,
+                                         mesh=mesh)
     key = _check_key(key)
     num_samples, names, features, where, chunk_size = prepare(
         q, p, num_samples, estimators, chunk_size

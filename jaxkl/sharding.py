@@ -163,15 +163,11 @@ def _block_moments(q, p, key, num_samples, first_chunk, *, features, chunk_size,
         mine = jnp.clip((num_chunks - start + num_devices - 1) // num_devices, 0,
                         chunks_per_call)
 
-        def body(j, total):
-            shift = jnp.where(j > 0, total.mean, jnp.nan)
-            chunk = montecarlo.chunk_moments(q, p, features, key, start + j * num_devices,
-                                             num_samples, chunk_size, shift)
-            return stats.merge(total, chunk)
-
         # The running total differs per device ("varying" in shard_map's type system).
         zero = jax.lax.pcast(stats.empty(len(features), dtype), axes, to="varying")
-        local = jax.lax.fori_loop(0, mine, body, zero)
+        local = montecarlo.accumulate_chunks(q, p, features, key, num_samples, chunk_size,
+                                             first=start, stride=num_devices, count=mine,
+                                             total=zero)
         everyone = _gather_exact(local, axes, num_devices)
         # The same fold, in device order, on every device: the result is replicated.
         return jax.lax.fori_loop(
@@ -195,6 +191,8 @@ def _block_step(total, q, p, key_data, num_samples, first_chunk, *, key_impl, **
 
 _BLOCK_STATIC = ("key_impl", "features", "chunk_size", "chunks_per_call", "mesh")
 _block_step_jit = jax.jit(_block_step, static_argnames=_BLOCK_STATIC)
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _summaries(moments, names, where_items):
     return montecarlo.summaries(moments, names, dict(where_items))
@@ -290,7 +288,7 @@ def estimate_sharded(
 
 
 def sharded_vmap(fn: Callable, *, mesh: Mesh | None = None,
-                 in_axes: int | None | Sequence[int | None] = 0) -> Callable:
+                 in_axes: int | Sequence[int | None] = 0) -> Callable:
     """``jax.vmap(fn, in_axes)`` with the batch axis split across the devices of ``mesh``.
 
     The returned function pads the batch to a multiple of the device count ``D`` (by

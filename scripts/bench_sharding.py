@@ -10,14 +10,14 @@ peak resident memory (``ru_maxrss``) are its own:
 2. samples per second of ``estimate_sharded`` on meshes of 1, 2, ... devices of one
    process (``--devices 1 2``); on CPU the forced devices share the machine's cores, so
    the speed-up is bounded by the cores free for the run;
-3. one ``--big`` (default 1e9) sample estimate over all devices, its time, its result
-   and the process's peak memory, next to the peak after a 1e6-sample warm-up run:
-   constant memory means the two peaks are about equal.
+3. ``--big`` estimates (default 1e8 and 1e9 samples) over all devices in one process,
+   their times, results and the process's peak memory after each, next to the peak
+   after a 1e6-sample warm-up: constant memory means the peaks stop growing.
 
 Usage (absolute times on a shared machine are noise; compare the ratios):
 
     .venv/bin/python scripts/bench_sharding.py [--num-samples 1e7] [--repeats 7]
-        [--devices 1 2] [--big 1e9] [--json out.json]
+        [--devices 1 2] [--big 1e8 1e9] [--json out.json]
 """
 
 from __future__ import annotations
@@ -106,26 +106,26 @@ def scaling(num_samples: int, repeats: int, device_counts: list[int]) -> dict:
     }
 
 
-def big(num_samples: int) -> dict:
-    """One large estimate over all devices; peak memory before and after."""
+def big(sizes: list[int]) -> dict:
+    """Large estimates over all devices, in one process: time and peak memory after each."""
     jax, q, p, key = _setup()
     from jaxkl.sharding import estimate_sharded
 
     jax.block_until_ready(estimate_sharded(q, p, key=key, num_samples=1_000_000))
-    warm_rss = _peak_rss_mb()
-    start = time.perf_counter()
-    res = jax.block_until_ready(estimate_sharded(q, p, key=key, num_samples=num_samples))
-    seconds = time.perf_counter() - start
     truth = float(q.kl_divergence(p))
-    return {
-        "num_samples": num_samples, "devices": jax.device_count(), "seconds": seconds,
-        "samples_per_s": num_samples / seconds,
-        "peak_rss_mb_after_1e6": warm_rss, "peak_rss_mb_after_big": _peak_rss_mb(),
-        "kl_true": truth,
-        "k3": {"mean": float(res["k3"].mean), "stderr": float(res["k3"].stderr),
-               "count": int(res["k3"].count)},
-        "k3_error_in_stderr": (float(res["k3"].mean) - truth) / float(res["k3"].stderr),
-    }
+    runs = [{"num_samples": 1_000_000, "peak_rss_mb": _peak_rss_mb()}]
+    for n in sizes:
+        start = time.perf_counter()
+        res = jax.block_until_ready(estimate_sharded(q, p, key=key, num_samples=n))
+        seconds = time.perf_counter() - start
+        k3 = res["k3"]
+        runs.append({
+            "num_samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+            "peak_rss_mb": _peak_rss_mb(), "k3_mean": float(k3.mean),
+            "k3_stderr": float(k3.stderr), "count": int(k3.count),
+            "k3_error_in_stderr": (float(k3.mean) - truth) / float(k3.stderr),
+        })
+    return {"devices": jax.device_count(), "kl_true": truth, "runs": runs}
 
 
 def _subprocess(args: list[str], devices: int) -> dict:
@@ -145,7 +145,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=float, default=1e7)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--big", type=float, default=1e9, help="0 skips the large run")
+    parser.add_argument("--big", type=float, nargs="*", default=[1e8, 1e9],
+                        help="large runs, in one process (none: skip)")
     parser.add_argument("--json", default=None, help="also write the report here")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -157,7 +158,7 @@ def main() -> None:
         elif kind == "scaling":
             out = scaling(int(float(rest[0])), int(rest[1]), [int(d) for d in rest[2:]])
         else:
-            out = big(int(float(rest[0])))
+            out = big([int(float(n)) for n in rest])
         import jax
 
         out["device"] = str(jax.devices()[0])
@@ -174,7 +175,7 @@ def main() -> None:
     report["scaling"] = _subprocess(["scaling", str(n), str(args.repeats),
                                      *map(str, args.devices)], devices=most)
     if args.big:
-        report["big"] = _subprocess(["big", str(int(args.big))], devices=most)
+        report["big"] = _subprocess(["big", *(str(int(n)) for n in args.big)], devices=most)
     import jax
 
     report["jax"] = jax.__version__
@@ -192,12 +193,13 @@ def main() -> None:
               f"{row['samples_per_s'] / 1e6:7.1f} M samples/s  speed-up {row['speedup']:.2f}")
     if args.big:
         b = report["big"]
-        print(f"\n3. {b['num_samples']:.0e} samples on {b['devices']} device(s): "
-              f"{b['seconds']:.1f} s ({b['samples_per_s'] / 1e6:.1f} M samples/s); "
-              f"k3 = {b['k3']['mean']:.6f} +- {b['k3']['stderr']:.1e} (true "
-              f"{b['kl_true']:.6f}, {b['k3_error_in_stderr']:+.1f} stderr); peak RSS "
-              f"{b['peak_rss_mb_after_1e6']:.0f} MB after 1e6 samples, "
-              f"{b['peak_rss_mb_after_big']:.0f} MB after {b['num_samples']:.0e}")
+        print(f"\n3. large estimates on {b['devices']} device(s) (true KL {b['kl_true']:.6f}):")
+        print(f"   after 1e6 samples: peak RSS {b['runs'][0]['peak_rss_mb']:.0f} MB")
+        for r in b["runs"][1:]:
+            print(f"   {r['num_samples']:.0e}: {r['seconds']:6.1f} s "
+                  f"({r['samples_per_s'] / 1e6:5.1f} M samples/s), k3 = {r['k3_mean']:.7f} "
+                  f"+- {r['k3_stderr']:.1e} ({r['k3_error_in_stderr']:+.1f} stderr), "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB")
     print(json.dumps(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -27,15 +27,16 @@ mkdir -p "$out"
 } > "$out/device.txt" 2>&1
 ngpu="$("$py" -c 'import jax; print(jax.device_count())')"
 
-run() {  # run NAME COMMAND...: tee the output into OUT_DIR/NAME.txt
+failed=()
+run() {  # run NAME COMMAND...: tee the output into OUT_DIR/NAME.txt; a failure is noted, not fatal
   local name="$1"; shift
-  echo "== $name: $*"
-  "$@" 2>&1 | tee "$out/$name.txt"
+  echo "== $name: $*" | tee "$out/$name.txt"
+  "$@" 2>&1 | tee -a "$out/$name.txt" || failed+=("$name")
 }
 for bench in scripts/bench_*.py; do
   name="$(basename "$bench" .py)"
   if [ "$name" = bench_sharding ]; then
-    run "$name" "$py" "$bench" --devices $(seq 1 "$ngpu") --big 2e9 --json "$out/$name.json"
+    run "$name" "$py" "$bench" --devices $(seq 1 "$ngpu") --big 1e8 1e9 2e9 --json "$out/$name.json"
   else
     run "$name" "$py" "$bench"
   fi
@@ -45,3 +46,7 @@ if [ "${SKIP_EXPERIMENTS:-0}" != 1 ]; then
   run experiments_full "$py" -m experiments all --full --force --out "$out/experiments"
 fi
 echo "outputs in $out"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "failed: ${failed[*]}" | tee "$out/FAILED.txt" >&2
+  exit 1
+fi
