@@ -30,12 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 
 from jaxkl import _numerics
-from jaxkl._validation import check_float_array
+from jaxkl._validation import check_float_array, check_same_shape
 
 Array = jax.Array
 
@@ -146,7 +145,7 @@ def control_variate(log_ratio, lam) -> Array:
     dtype = _compute_dtype(log_ratio.dtype)
     lam = jnp.asarray(lam, dtype)
     if lam.ndim:
-        chex.assert_equal_shape([lam, log_ratio], custom_message="`lam` vs `log_ratio`")
+        check_same_shape([("log_ratio", log_ratio), ("lam", lam)])
     l = log_ratio.astype(dtype)
     # Near 0, k3 + (lam - 1)(r - 1) keeps k3's accuracy (and equals k3 bit for bit at
     # lam = 1); farther out the direct form avoids cancelling two large terms.
