@@ -296,7 +296,16 @@ def _gaussian_params(d) -> tuple[Array, Array, bool]:
 
 
 def is_gaussian_mixture(d) -> bool:
-    """True for distrax Gaussians and ``MixtureSameFamily`` of Gaussians."""
+    """True for distrax Gaussians and ``MixtureSameFamily`` of Gaussians.
+
+    Example:
+      >>> import distrax, jaxkl
+      >>> from jaxkl.mixtures import is_gaussian_mixture
+      >>> is_gaussian_mixture(jaxkl.gaussian_mixture_1d([0.0, 2.0], [1.0, 1.0]))
+      True
+      >>> is_gaussian_mixture(distrax.Laplace(0.0, 1.0))
+      False
+    """
     if isinstance(d, distrax.MixtureSameFamily):
         d = d.components_distribution
     return isinstance(d, (distrax.Normal, distrax.MultivariateNormalFromBijector))

@@ -36,6 +36,12 @@ def _count_dtype():
 class Moments(NamedTuple):
     """Count, mean and co-moment matrix of ``k`` features (a pytree; merge with :func:`merge`).
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> int(stats.from_samples(jnp.ones((5, 2))).count)
+      5
+
     Attributes:
       count: scalar integer, the number of samples.
       mean: ``[k]`` sample mean.
@@ -83,7 +89,15 @@ def _z(level: float) -> float:
 
 
 def empty(num_features: int, dtype=jnp.float32) -> Moments:
-    """Moments of an empty stream (the identity of :func:`merge`)."""
+    """Moments of an empty stream (the identity of :func:`merge`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> m = stats.from_samples(jnp.array([[1.0], [3.0]]))
+      >>> float(stats.merge(stats.empty(1), m).mean[0])
+      2.0
+    """
     return Moments(
         count=jnp.zeros((), _count_dtype()),
         mean=jnp.zeros((num_features,), dtype),
@@ -109,6 +123,14 @@ def from_features(features, valid: Array | None = None, shift: Array | None = No
 
     Returns:
       :class:`Moments`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> x = jnp.array([1e4 + 1.0, 1e4 + 2.0, 1e4 + 3.0])
+      >>> m = stats.from_features([x, 2 * x])
+      >>> float(m.mean[0]), float(m.comoment[0, 0]), float(m.comoment[0, 1])
+      (10002.0, 2.0, 4.0)
     """
     features = list(features)
     if valid is None:
@@ -164,7 +186,17 @@ def merge(a: Moments, b: Moments) -> Moments:
 
 
 def summarize(m: Moments, index: int) -> Stats:
-    """The :class:`Stats` of feature ``index`` (sample std with ddof = 1)."""
+    r"""The :class:`Stats` of feature ``index`` (sample std with ddof = 1).
+
+    .. math:: s = \sqrt{C_{ii} / (n - 1)}, \quad \mathrm{stderr} = s / \sqrt n.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> s = stats.summarize(stats.from_samples(jnp.array([[0.0], [2.0]])), 0)
+      >>> float(s.mean), float(s.std), float(s.stderr)
+      (1.0, 1.4142135381698608, 1.0)
+    """
     n = m.count.astype(m.mean.dtype)
     variance = m.comoment[index, index] / jnp.maximum(n - 1, 1)
     std = jnp.sqrt(variance)
@@ -173,7 +205,17 @@ def summarize(m: Moments, index: int) -> Stats:
 
 
 def summarize_linear(m: Moments, weights: Array) -> Stats:
-    """The :class:`Stats` of the linear combination ``weights @ x`` of the features."""
+    r"""The :class:`Stats` of the linear combination ``weights @ x`` of the features.
+
+    .. math:: \bar y = w^T \bar x, \quad s^2 = w^T C w / (n - 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import stats
+      >>> m = stats.from_samples(jnp.array([[0.0, 1.0], [2.0, 1.0]]))
+      >>> float(stats.summarize_linear(m, jnp.array([1.0, -1.0])).mean)
+      0.0
+    """
     n = m.count.astype(m.mean.dtype)
     variance = weights @ m.comoment @ weights / jnp.maximum(n - 1, 1)
     std = jnp.sqrt(jnp.maximum(variance, 0))
