@@ -13,11 +13,13 @@ MODULES = (jaxkl, rl, stats, reference, mixtures, families, fitting, sharding)
 def _public_functions():
     seen = {}
     for module in MODULES:
-        names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+        names = getattr(module, "__all__", None)
+        names = names or [n for n in dir(module) if not n.startswith("_")]
         for name in names:
             obj = getattr(module, name)
-            private = any(part.startswith("_") for part in obj.__module__.split("."))
-            if inspect.isfunction(obj) and obj.__module__.startswith("jaxkl") and not private:
+            if not inspect.isfunction(obj) or not obj.__module__.startswith("jaxkl"):
+                continue
+            if not any(part.startswith("_") for part in obj.__module__.split(".")):
                 seen[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return seen
 
