@@ -345,7 +345,7 @@ def sharded_vmap(fn: Callable, *, mesh: Mesh | None = None,
             raise ValueError("Batched arguments have an empty leading axis.")
         padded_size = -(-size // num_devices) * num_devices
         rows = np.minimum(np.arange(padded_size), size - 1)
-        padded = tuple(
+        padded = args if padded_size == size else tuple(
             jax.tree.map(lambda x: jnp.asarray(x)[rows], arg) if a == 0 else arg
             for a, arg in zip(axes, args, strict=True)
         )

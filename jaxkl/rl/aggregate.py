@@ -3,15 +3,15 @@ r"""Masked reduction of per-token losses ``[..., T] -> []``, in the RL libraries
 With ``m`` the mask, ``v`` the values, sequences the rows (every leading axis), ``n_i``
 the valid tokens of row ``i`` and ``S`` the rows with at least one valid token:
 
-===========================  ===================================================
-``mode``                     value
-===========================  ===================================================
-``"token-mean"``             ``sum_it m v / sum_it m``
-``"token-sum"``              ``sum_it m v``
-``"seq-mean-token-sum"``     ``(1/|S|) sum_{i in S} sum_t m v``
-``"seq-mean-token-mean"``    ``(1/|S|) sum_{i in S} (1/n_i) sum_t m v``
-``"seq-mean-token-sum-norm"````(1/|S|) sum_{i in S} sum_t m v / normalizer``
-===========================  ===================================================
+=============================  ===================================================
+``mode``                       value
+=============================  ===================================================
+``"token-mean"``               ``sum_it m v / sum_it m``
+``"token-sum"``                ``sum_it m v``
+``"seq-mean-token-sum"``       ``(1/|S|) sum_{i in S} sum_t m v``
+``"seq-mean-token-mean"``      ``(1/|S|) sum_{i in S} (1/n_i) sum_t m v``
+``"seq-mean-token-sum-norm"``  ``(1/|S|) sum_{i in S} sum_t m v / normalizer``
+=============================  ===================================================
 
 ``token-mean`` is the DAPO/verl default; ``seq-mean-token-mean`` is the loss of the GRPO
 paper (Shao et al. 2024), whose per-sequence ``1/n_i`` favours short correct answers and
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxkl._validation import check_choice, check_float_array
-from jaxkl.rl.token_kl import check_mask, compute_dtype
+from jaxkl.rl.token_kl import check_mask, check_scalar, compute_dtype
 
 Array = jax.Array
 
@@ -101,6 +101,7 @@ def aggregate(values, mask, *, mode: str = "token-mean", normalizer=None) -> Arr
         return seq_mean
     if normalizer is None:
         normalizer = values.shape[-1]
-    if isinstance(normalizer, (int, float)) and not normalizer > 0:
+    check_scalar(normalizer, "normalizer")
+    if not isinstance(normalizer, jax.core.Tracer) and not float(normalizer) > 0:
         raise ValueError(f"`normalizer` must be positive, got {normalizer}.")
     return seq_mean / jnp.asarray(normalizer, dtype)

@@ -105,10 +105,11 @@ class GradientAudit(NamedTuple):
       forward_kl_gradient: ``grad KL(pi_ref || pi)``.
       cosine_reverse, cosine_forward: ``[C]`` cosine similarity with each (0 where a
         gradient is exactly 0).
-      relative_error_reverse, relative_error_forward: ``[C]``, ``|g - g_KL| / |g_KL|``.
+      relative_error_reverse, relative_error_forward: ``[C]``, ``|g - g_KL| / |g_KL|``
+        (the absolute ``|g|`` where ``g_KL = 0``, e.g. at ``pi = pi_ref``).
       scale_reverse, scale_forward: ``[C]``, ``<g, g_KL> / |g_KL|**2``: the multiple of
         the KL gradient that ``g`` projects onto (1 for an unbiased gradient; ``1/T`` for
-        a length-normalised one).
+        a length-normalised one; 0 where ``g_KL = 0``).
       reverse_kl, forward_kl: the exact ``KL(pi || pi_ref)`` and ``KL(pi_ref || pi)``.
     """
 

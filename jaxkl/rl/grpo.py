@@ -38,6 +38,7 @@ from jaxkl.rl.token_kl import (
     DEFAULT_LOG_RATIO_CLIP,
     check_clip,
     check_mask,
+    check_scalar,
     compute_dtype,
     token_kl,
 )
@@ -52,12 +53,14 @@ def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) 
               r_{gi} - \bar r_g \ \ (\texttt{normalize\_std=False}, \text{Dr. GRPO}),
 
     with ``s_g`` the sample standard deviation (``ddof=1``, as ``torch.std`` in verl and
-    TRL). A group whose rewards are all equal gets advantage 0.
+    TRL). A group whose rewards are all equal gets advantage exactly 0 (also with
+    ``eps=0``): rounding in the float mean would otherwise leave ``O(ulp)`` residuals,
+    which the division by the ``O(ulp)`` std blows up to ``O(1)`` advantages.
 
     Args:
       rewards: ``[..., G]``, the last axis holding the ``G >= 2`` answers to one prompt.
       normalize_std: divide by the group std (GRPO) or not (Dr. GRPO).
-      eps: added to the std.
+      eps: added to the std (a non-negative number).
 
     Returns:
       Advantages of the same shape, float32 at least.
@@ -73,11 +76,31 @@ def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) 
         raise ValueError(
             f"`rewards` must have a group axis (last) of size >= 2, got shape {rewards.shape}."
         )
+    eps = _check_non_negative(eps, "eps")
     r = rewards.astype(compute_dtype(rewards))
-    centered = r - r.mean(axis=-1, keepdims=True)
+    # sum/G of G equal floats need not round back to their value: detect constant groups
+    # exactly and give them 0 instead of the amplified rounding residual (or 0/0).
+    constant = jnp.max(r, axis=-1, keepdims=True) == jnp.min(r, axis=-1, keepdims=True)
+    centered = jnp.where(constant, 0, r - r.mean(axis=-1, keepdims=True))
     if not normalize_std:
         return centered
-    return centered / (r.std(axis=-1, ddof=1, keepdims=True) + eps)
+    # Double-where: a constant group's variance 0 never reaches the sqrt, whose derivative
+    # there is infinite (a NaN gradient with respect to the rewards otherwise).
+    variance = r.var(axis=-1, ddof=1, keepdims=True)
+    scale = jnp.sqrt(jnp.where(constant, 1, variance)) + eps
+    return jnp.where(constant, 0, centered / scale)
+
+
+def _check_non_negative(value, name: str) -> float:
+    """A non-negative, finite Python/NumPy number (NaN and bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
+        value, "__float__"
+    ):
+        raise TypeError(f"`{name}` must be a non-negative number, got {value!r}.")
+    value = float(value)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"`{name}` must be a non-negative number, got {value}.")
+    return value
 
 
 class SurrogateOutput(NamedTuple):
@@ -223,6 +246,7 @@ def grpo_loss(
     per_token = surrogate.loss
     dtype = per_token.dtype
     kl_mean = jnp.zeros((), dtype)
+    check_scalar(kl_coef, "kl_coef")
     use_kl = not (isinstance(kl_coef, (int, float)) and kl_coef == 0)
     if use_kl:
         if ref_logprobs is None:
@@ -274,7 +298,7 @@ def adaptive_kl_controller(
 ) -> KLController:
     r"""The adaptive KL coefficient of Ziegler et al. (2019), as in PPO-for-RLHF code.
 
-    .. math:: e_t = \mathrm{clip}(KL_t / KL_{target} - 1, -0.2, 0.2), \qquad
+    .. math:: e_t = \mathrm{clip}(KL_t / KL_{target} - 1, -e_{max}, e_{max}), \qquad
               \beta_{t+1} = \beta_t (1 + e_t\, n_{steps} / \mathrm{horizon}).
 
     The coefficient grows while the measured KL is above the target and shrinks while it
@@ -288,7 +312,7 @@ def adaptive_kl_controller(
       init_coef: the initial ``beta > 0``.
       target: the target KL (> 0).
       horizon: steps over which a full ``max_error`` correction is applied (> 0).
-      max_error: the clip on the proportional error (0.2 in the paper).
+      max_error: the clip ``e_max`` on the proportional error (0.2 in the paper).
 
     Returns:
       A :class:`KLController`; ``update`` is jittable and works under ``lax.scan``.
@@ -308,8 +332,11 @@ def adaptive_kl_controller(
         return KLControllerState(jnp.asarray(init_coef, jnp.float32))
 
     def update(state: KLControllerState, current_kl, n_steps=1) -> KLControllerState:
-        error = jnp.clip(jnp.asarray(current_kl) / target - 1, -max_error, max_error)
-        return KLControllerState(state.coef * (1 + error * n_steps / horizon))
+        # In the state's dtype: a float64 KL (under x64) must not change the carry's type
+        # inside lax.scan.
+        dtype = jnp.result_type(state.coef)
+        error = jnp.clip(jnp.asarray(current_kl, dtype) / target - 1, -max_error, max_error)
+        return KLControllerState((state.coef * (1 + error * n_steps / horizon)).astype(dtype))
 
     return KLController(init, update)
 
@@ -323,8 +350,7 @@ def fixed_kl_controller(coef: float) -> KLController:
       >>> float(ctrl.update(ctrl.init(), 123.0).coef)
       0.04...
     """
-    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or coef < 0:
-        raise ValueError(f"`coef` must be a non-negative number, got {coef!r}.")
+    coef = _check_non_negative(coef, "coef")
 
     def init() -> KLControllerState:
         return KLControllerState(jnp.asarray(coef, jnp.float32))

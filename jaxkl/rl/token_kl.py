@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxkl import _numerics
 from jaxkl._validation import check_choice, check_float_array, check_same_shape
@@ -94,6 +95,23 @@ def check_clip(value, name: str) -> float | None:
     value = float(value)
     if not value > 0:
         raise ValueError(f"`{name}` must be a positive number or None, got {value}.")
+    return value
+
+
+def check_scalar(value, name: str):
+    """Raises unless ``value`` is a real scalar (a number or a 0-d, possibly traced, array).
+
+    A coefficient of shape ``[T]`` or ``[B, 1]`` would otherwise broadcast silently
+    against the ``[..., T]`` per-token values.
+    """
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, bool) or (dtype is None and not isinstance(value, (int, float))) or (
+        dtype is not None
+        and not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
+    ):
+        raise TypeError(f"`{name}` must be a real scalar, got {value!r}.")
+    if np.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
     return value
 
 
@@ -249,6 +267,7 @@ def kl_penalized_rewards(
     """
     logprobs = check_float_array(logprobs, "logprobs")
     scores = check_float_array(scores, "scores")
+    check_scalar(kl_coef, "kl_coef")
     valid = check_mask(mask, logprobs.shape)
     if logprobs.ndim < 1:
         raise ValueError("`logprobs` must have a token axis (rank >= 1).")
