@@ -21,6 +21,7 @@ result that passes through ``jit``, ``vmap`` and ``lax.scan``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkl._validation import check_choice, check_positive_int
+from jaxkl.mixtures import GaussianMixture, _check_positive, _concrete
 
 Params = dict[str, jax.Array]
 
@@ -72,6 +74,11 @@ def _as_float(x) -> jax.Array:
     return x.astype(_float_dtype(x))
 
 
+def _float_params(params: Params) -> Params:
+    """Parameters in float32 at least (bf16 parameters give a float32 distribution)."""
+    return {name: _as_float(value) for name, value in params.items()}
+
+
 def _positive(positivity: str) -> tuple[Callable, Callable]:
     """(forward, inverse) maps between raw reals and positive scales."""
     if positivity == "exp":
@@ -85,22 +92,30 @@ def _positive(positivity: str) -> tuple[Callable, Callable]:
     return jax.nn.softplus, inverse_softplus
 
 
-def _check_common(positivity, loc_init_std, scale_init):
-    check_choice(positivity, "positivity", _POSITIVITY)
-    if not loc_init_std >= 0:
-        raise ValueError(f"`loc_init_std` must be >= 0, got {loc_init_std}.")
-    if not scale_init > 0:
-        raise ValueError(f"`scale_init` must be > 0, got {scale_init}.")
-
-
-def _check_positive_values(x, name):
-    """Checks concrete values; under a trace values are unknown and only shapes are checked."""
+def _real(value, name: str) -> float:
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}.")
     try:
-        values = np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return
-    if np.any(values <= 0):
-        raise ValueError(f"`{name}` must be positive, got {values}.")
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}.") from None
+
+
+def _check_common(positivity, loc_init_std, scale_init) -> tuple[float, float]:
+    check_choice(positivity, "positivity", _POSITIVITY)
+    loc_init_std, scale_init = _real(loc_init_std, "loc_init_std"), _real(scale_init, "scale_init")
+    if not (loc_init_std >= 0 and math.isfinite(loc_init_std)):
+        raise ValueError(f"`loc_init_std` must be >= 0 and finite, got {loc_init_std}.")
+    if not (scale_init > 0 and math.isfinite(scale_init)):
+        raise ValueError(f"`scale_init` must be > 0 and finite, got {scale_init}.")
+    return loc_init_std, scale_init
+
+
+def _check_finite_values(x, name):
+    """Checks concrete values; under a trace values are unknown and only shapes are checked."""
+    values = _concrete(x)
+    if values is not None and not np.all(np.isfinite(values)):
+        raise ValueError(f"`{name}` must be finite, got {values}.")
 
 
 def gaussian(
@@ -129,11 +144,12 @@ def gaussian(
       >>> round(float(q.stddev()), 4)
       2.0
     """
-    _check_common(positivity, loc_init_std, scale_init)
+    loc_init_std, scale_init = _check_common(positivity, loc_init_std, scale_init)
     to_scale, from_scale = _positive(positivity)
 
     def encode(*, loc, scale) -> Params:
-        _check_positive_values(scale, "scale")
+        _check_finite_values(loc, "loc")
+        _check_positive(scale, "scale")
         loc, scale = _as_float(loc), _as_float(scale)
         return {"loc": loc, "raw_scale": from_scale(scale)}
 
@@ -142,6 +158,7 @@ def gaussian(
         return encode(loc=loc, scale=jnp.full((), scale_init, loc.dtype))
 
     def distribution(params: Params) -> distrax.Distribution:
+        params = _float_params(params)
         return distrax.Normal(params["loc"], to_scale(params["raw_scale"]))
 
     return Family(f"gaussian({positivity})", (), init, distribution, encode)
@@ -178,11 +195,12 @@ def diagonal_gaussian(
       (3,)
     """
     dim = check_positive_int(dim, "dim")
-    _check_common(positivity, loc_init_std, scale_init)
+    loc_init_std, scale_init = _check_common(positivity, loc_init_std, scale_init)
     to_scale, from_scale = _positive(positivity)
 
     def encode(*, loc, scale_diag) -> Params:
-        _check_positive_values(scale_diag, "scale_diag")
+        _check_finite_values(loc, "loc")
+        _check_positive(scale_diag, "scale_diag")
         loc, scale_diag = _as_float(loc), _as_float(scale_diag)
         _check_shape(loc, (dim,), "loc")
         _check_shape(scale_diag, (dim,), "scale_diag")
@@ -193,6 +211,7 @@ def diagonal_gaussian(
         return encode(loc=loc, scale_diag=jnp.full((dim,), scale_init, loc.dtype))
 
     def distribution(params: Params) -> distrax.Distribution:
+        params = _float_params(params)
         return distrax.MultivariateNormalDiag(params["loc"], to_scale(params["raw_scale"]))
 
     return Family(f"diagonal_gaussian(dim={dim}, {positivity})", (dim,), init, distribution, encode)
@@ -234,7 +253,7 @@ def full_covariance_gaussian(
       True
     """
     dim = check_positive_int(dim, "dim")
-    _check_common(positivity, loc_init_std, scale_init)
+    loc_init_std, scale_init = _check_common(positivity, loc_init_std, scale_init)
     to_scale, from_scale = _positive(positivity)
     diagonal = np.eye(dim, dtype=bool)
     strict_lower = np.tril(np.ones((dim, dim), dtype=bool), k=-1)
@@ -242,17 +261,30 @@ def full_covariance_gaussian(
     def encode(*, loc, covariance=None, scale_tril=None) -> Params:
         if (covariance is None) == (scale_tril is None):
             raise ValueError("Pass exactly one of `covariance` and `scale_tril`.")
+        _check_finite_values(loc, "loc")
         loc = _as_float(loc)
         _check_shape(loc, (dim,), "loc")
         if covariance is not None:
             covariance = _as_float(covariance)
             _check_shape(covariance, (dim, dim), "covariance")
+            _check_covariance(covariance)
             scale_tril = jnp.linalg.cholesky(covariance)
+            factor = _concrete(scale_tril)
+            if factor is not None and not np.all(np.isfinite(factor)):
+                raise ValueError(
+                    "`covariance` must be positive definite; its Cholesky factorisation "
+                    f"failed in {scale_tril.dtype}."
+                )
         scale_tril = _as_float(scale_tril)
         _check_shape(scale_tril, (dim, dim), "scale_tril")
-        _check_positive_values(jnp.diagonal(scale_tril), "diagonal of scale_tril")
-        # Where the diagonal is not positive (or cholesky failed) the result is NaN, which
-        # the fitting loop reports, rather than a silently different matrix.
+        _check_finite_values(scale_tril, "scale_tril")
+        diagonal_values = _concrete(jnp.diagonal(scale_tril))
+        if diagonal_values is not None and not np.all(diagonal_values > 0):
+            raise ValueError(
+                f"The diagonal of `scale_tril` must be positive, got {diagonal_values}."
+            )
+        # Under a trace, a non-positive diagonal or a failed Cholesky gives NaN parameters,
+        # which fit() rejects (concrete) or reports as non-finite steps (traced).
         raw_diagonal = from_scale(jnp.diagonal(scale_tril))
         raw = jnp.where(strict_lower, scale_tril, 0) + jnp.diag(raw_diagonal)
         return {"loc": loc, "raw_scale_tril": raw}
@@ -262,6 +294,7 @@ def full_covariance_gaussian(
         return encode(loc=loc, scale_tril=scale_init * jnp.eye(dim, dtype=loc.dtype))
 
     def distribution(params: Params) -> distrax.Distribution:
+        params = _float_params(params)
         raw = params["raw_scale_tril"]
         positive_diagonal = to_scale(jnp.diagonal(raw, axis1=-2, axis2=-1))
         scale_tril = jnp.where(strict_lower, raw, 0) + positive_diagonal[..., None] * diagonal
@@ -316,13 +349,14 @@ def gaussian_mixture(
     num_components = check_positive_int(num_components, "num_components")
     if dim is not None:
         dim = check_positive_int(dim, "dim")
-    _check_common(positivity, loc_init_std, scale_init)
+    loc_init_std, scale_init = _check_common(positivity, loc_init_std, scale_init)
     to_scale, from_scale = _positive(positivity)
     component_shape = (num_components,) if dim is None else (num_components, dim)
 
     def encode(*, weights, locs, scales) -> Params:
-        _check_positive_values(weights, "weights")
-        _check_positive_values(scales, "scales")
+        _check_positive(weights, "weights")
+        _check_finite_values(locs, "locs")
+        _check_positive(scales, "scales")
         weights, locs, scales = _as_float(weights), _as_float(locs), _as_float(scales)
         _check_shape(weights, (num_components,), "weights")
         _check_shape(locs, component_shape, "locs")
@@ -338,16 +372,29 @@ def gaussian_mixture(
         )
 
     def distribution(params: Params) -> distrax.Distribution:
+        params = _float_params(params)
         scales = to_scale(params["raw_scales"])
         if dim is None:
             components = distrax.Normal(params["locs"], scales)
         else:
             components = distrax.MultivariateNormalDiag(params["locs"], scales)
-        return distrax.MixtureSameFamily(distrax.Categorical(logits=params["logits"]), components)
+        return GaussianMixture(distrax.Categorical(logits=params["logits"]), components)
 
     event_shape = () if dim is None else (dim,)
     name = f"gaussian_mixture(K={num_components}, dim={dim}, {positivity})"
     return Family(name, event_shape, init, distribution, encode)
+
+
+def _check_covariance(covariance):
+    """A concrete covariance must be symmetric (Cholesky would silently symmetrise it)."""
+    values = _concrete(covariance)
+    if values is None:
+        return
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"`covariance` must be finite, got {values}.")
+    asymmetry = np.abs(values - values.T).max()
+    if asymmetry > 1e-5 * np.abs(values).max():
+        raise ValueError(f"`covariance` must be symmetric; largest |C - C^T| is {asymmetry:.3g}.")
 
 
 def _check_shape(x, shape, name):

@@ -37,11 +37,13 @@ from typing import Any, NamedTuple
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxkl import estimators
+from jaxkl import _numerics, estimators
 from jaxkl._validation import check_choice, check_positive_int
 from jaxkl.families import Family, Params
+from jaxkl.mixtures import _concrete
 
 Array = jax.Array
 LossFn = Callable[[Params, Array], tuple[Array, Array]]
@@ -68,10 +70,12 @@ class FitResult(NamedTuple):
     Attributes:
       params: the fitted unconstrained parameters (those of the last finite step).
       losses: ``(num_steps,)`` history of the objective's estimate at each step's
-        parameters (before the update); NaN/inf where a step was not finite.
+        parameters (before the update); NaN/inf where that estimate was not finite (a
+        step can also be skipped with a finite loss, when its gradient or update was not).
       num_nonfinite_steps: how many steps had a non-finite loss, gradient or update; those
         steps were skipped (parameters and optimiser state kept), so ``params`` stay
-        finite, but a non-zero count means the fit needs attention.
+        finite (``fit`` rejects non-finite concrete ``init_params``), but a non-zero count
+        means the fit needs attention.
       family: the :class:`~jaxkl.families.Family` (static; no array leaves).
     """
 
@@ -147,7 +151,7 @@ def _check_target(p, family: Family, divergence: str) -> None:
     log_density = _log_density(p)
     if divergence in _NEEDS_NORMALISED and not hasattr(p, "log_prob"):
         raise ValueError(
-            f"divergence={divergence!r} needs a normalised target (a distribution with "
+            f"divergence={divergence!r} needs a normalised target `p` (a distribution with "
             "`log_prob`), got a bare log-density callable; use 'reverse_kl', "
             "'reverse_kl_score_k1', 'forward_kl_snis' or 'renyi' for unnormalised targets."
         )
@@ -275,6 +279,10 @@ def _forward_kl_snis(log_p, family, n) -> LossFn:
     return loss
 
 
+# Below this largest centred exponent, log E[e^t] is computed as log1p(E[e^t - 1 - t]).
+_RENYI_SERIES_BOUND = 50.0
+
+
 def _renyi_value(log_ratio: Array, log_w: Array, alpha: Array) -> Array:
     """``log E_q[r^a] / (a (a - 1))``, with its limits at a = 0 and a = 1.
 
@@ -282,14 +290,29 @@ def _renyi_value(log_ratio: Array, log_w: Array, alpha: Array) -> Array:
     the noise of ``log mean r`` (whose expectation is ~0) by zero, so the self-normalised
     forward-KL estimate ``sum w l - log mean r`` (:func:`make_loss`'s ``forward_kl_snis``)
     is used there instead.
+
+    In between, ``log E[r^a] = a m + log E[e^t]`` with ``m = E[l]`` and ``t = a (l - m)``.
+    Since ``E[t] = 0``, ``log E[e^t] = log1p(E[e^t - 1 - t])``, a sum of non-negative terms
+    of order ``t**2``: this keeps full relative accuracy as ``a -> 0``, where
+    ``logsumexp(a l + log w)`` would cancel to ``O(eps log n)`` absolute and then be
+    divided by ``a``. Where some ``t`` is large, ``logsumexp`` is accurate and is used.
     """
-    reverse_limit = -_weighted_mean(log_ratio, log_w)
+    mean_log_ratio = _weighted_mean(log_ratio, log_w)
+    reverse_limit = -mean_log_ratio
     log_mean_ratio = jax.nn.logsumexp(log_ratio + log_w)
     forward_weights = jax.nn.softmax(log_ratio + log_w)
     forward_limit = jnp.sum(forward_weights * log_ratio) - log_mean_ratio
     at_limit = (alpha == 0) | (alpha == 1)
     safe_alpha = jnp.where(at_limit, 0.5, alpha)
-    general = jax.nn.logsumexp(safe_alpha * log_ratio + log_w) / (safe_alpha * (safe_alpha - 1))
+    t = safe_alpha * (log_ratio - mean_log_ratio)
+    use_series = jnp.max(t) < _RENYI_SERIES_BOUND
+    t_series = jnp.where(use_series, t, jnp.zeros_like(t))  # no overflow in either branch
+    log_mean_exp_t = jnp.where(
+        use_series,
+        jnp.log1p(_weighted_mean(_numerics.expm1mx(t_series), log_w)),
+        jax.nn.logsumexp(t + log_w),
+    )
+    general = mean_log_ratio / (safe_alpha - 1) + log_mean_exp_t / (safe_alpha * (safe_alpha - 1))
     return jnp.where(alpha == 0, reverse_limit, jnp.where(alpha == 1, forward_limit, general))
 
 
@@ -325,15 +348,19 @@ def _check_alpha(divergence: str, alpha) -> Any:
         return None
     if alpha is None:
         raise ValueError(f"divergence={divergence!r} needs `alpha` (0: KL(q||p), 1: KL(p||q)).")
-    if divergence == "amari_alpha":
-        if isinstance(alpha, jax.Array) and not isinstance(alpha, jax.core.Tracer):
-            alpha = float(alpha)
-        if not isinstance(alpha, (int, float)):
-            raise TypeError("`alpha` must be a Python float for divergence='amari_alpha' "
-                            "(use 'renyi' to vmap over alpha).")
-        return float(alpha)
+    if isinstance(alpha, (str, bytes)):
+        raise TypeError(f"`alpha` must be a real number, got {type(alpha).__name__}.")
     if jnp.ndim(alpha) != 0:
         raise ValueError(f"`alpha` must be a scalar, got shape {jnp.shape(alpha)}.")
+    if divergence == "amari_alpha":
+        try:
+            alpha = float(alpha)
+        except TypeError:  # traced (jax.errors.ConcretizationTypeError) or not a number
+            raise TypeError("`alpha` must be a Python float for divergence='amari_alpha' "
+                            "(use 'renyi' to vmap over alpha).") from None
+    value = _concrete(alpha)
+    if value is not None and not np.isfinite(value):
+        raise ValueError(f"`alpha` must be finite, got {value}.")
     return alpha
 
 
@@ -449,7 +476,7 @@ def evaluate(
       0.5
     """
     loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha)
-    return loss(jax.lax.stop_gradient(params), key)[1]
+    return loss(jax.lax.stop_gradient(params), _check_key(key))[1]
 
 
 # ----------------------------------------------------------------------------------------
@@ -468,6 +495,11 @@ def default_optimizer(num_steps: int, learning_rate: float = 0.05) -> optax.Grad
       >>> optimizer = default_optimizer(100)
     """
     num_steps = check_positive_int(num_steps, "num_steps")
+    if isinstance(learning_rate, (str, bytes, bool)) or jnp.ndim(learning_rate) != 0:
+        raise TypeError(f"`learning_rate` must be a scalar, got {learning_rate!r}.")
+    value = _concrete(learning_rate)  # None when traced (e.g. vmapped over learning rates)
+    if value is not None and not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"`learning_rate` must be positive and finite, got {value}.")
     schedule = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.01)
     return optax.adam(schedule)
 
@@ -502,6 +534,14 @@ def _check_init_params(init_params, family: Family, key) -> Params:
             )
         if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
             raise TypeError(f"`init_params{jax.tree_util.keystr(path)}` must be floating.")
+        # A non-finite start would make every step non-finite, so every step would be
+        # skipped and the "fitted" parameters would be the non-finite start. Traced values
+        # (under vmap/jit) cannot be inspected.
+        value = _concrete(x)
+        if value is not None and not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"`init_params{jax.tree_util.keystr(path)}` must be finite, got {value}."
+            )
     return jax.tree.map(_compute, jax.tree.map(jnp.asarray, init_params))
 
 

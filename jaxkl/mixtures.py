@@ -224,6 +224,11 @@ def _check_covariances(covariances: Array) -> None:
             f"`covariances` must be symmetric; largest |C - C^T| is {asymmetry:.3g}."
         )
     flat = values.reshape((-1,) + values.shape[-2:])
+    try:
+        np.linalg.cholesky(flat)  # one batched call; the loop below only names the culprit
+        return
+    except np.linalg.LinAlgError:
+        pass
     for index, matrix in enumerate(flat):
         try:
             np.linalg.cholesky(matrix)

@@ -151,10 +151,26 @@ def _gaussian_pair_terms(mean_a, cov_a, mean_b, cov_b) -> tuple[Array, Array]:
     return kl, log_overlap
 
 
+def _broadcast_batch(params: MixtureParams, batch: tuple[int, ...], dtype) -> MixtureParams:
+    """``params`` with batch shape ``batch`` (explicitly, so ranks match under strict mode)."""
+    components, dim = params.means.shape[-2:]
+    return MixtureParams(
+        jnp.broadcast_to(jnp.asarray(params.log_weights, dtype), batch + (components,)),
+        jnp.broadcast_to(jnp.asarray(params.means, dtype), batch + (components, dim)),
+        jnp.broadcast_to(jnp.asarray(params.covariances, dtype), batch + (components, dim, dim)),
+    )
+
+
 def _approximations_from_params(q: MixtureParams, p: MixtureParams) -> MixtureKLApproximations:
     dtype = jnp.promote_types(jnp.result_type(q.means, p.means), jnp.float32)
-    q = MixtureParams(*(jnp.asarray(a, dtype) for a in q))
-    p = MixtureParams(*(jnp.asarray(a, dtype) for a in p))
+    q_batch, p_batch = q.log_weights.shape[:-1], p.log_weights.shape[:-1]
+    try:
+        batch = jnp.broadcast_shapes(q_batch, p_batch)
+    except ValueError:
+        raise ValueError(
+            f"`q` and `p` have batch shapes {q_batch} and {p_batch}, which do not broadcast."
+        ) from None
+    q, p = _broadcast_batch(q, batch, dtype), _broadcast_batch(p, batch, dtype)
     dim = q.means.shape[-1]
     kl_qq, log_z_qq = _gaussian_pair_terms(q.means, q.covariances, q.means, q.covariances)
     kl_qp, log_t_qp = _gaussian_pair_terms(q.means, q.covariances, p.means, p.covariances)
@@ -448,6 +464,14 @@ def _domain(q, log_q, dim: int, bounds) -> tuple[np.ndarray, np.ndarray, np.ndar
     return lo, hi, np.min(sd, axis=0)
 
 
+def _check_tolerances(**tolerances) -> None:
+    for name, value in tolerances.items():
+        if isinstance(value, (str, bytes, bool)) or np.ndim(value) != 0:
+            raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"`{name}` must be finite and >= 0, got {value}.")
+
+
 def quadrature_kl(
     q, p, *, bounds=None, rtol: float = 1e-10, atol: float = 1e-15, max_cells: int | None = None
 ) -> ReferenceKL:
@@ -488,6 +512,9 @@ def quadrature_kl(
       >>> round(r.value, 8), float(distrax.Normal(0.0, 1.0).kl_divergence(distrax.Normal(1.0, 2.0)))
       (0.44314718, 0.44314718)
     """
+    _check_tolerances(rtol=rtol, atol=atol)
+    if max_cells is not None:
+        max_cells = check_positive_int(max_cells, "max_cells")
     dim = _event_dim(q, "q")
     if _event_dim(p, "p") != dim or tuple(q.event_shape) != tuple(p.event_shape):
         raise ValueError(
@@ -664,6 +691,7 @@ def reference_kl(
       ('quadrature', True)
     """
     check_choice(method, "method", METHODS)
+    _check_tolerances(rtol=rtol)
     dim = _event_dim(q, "q")
     if _event_dim(p, "p") != dim:
         raise ValueError(
