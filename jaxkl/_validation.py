@@ -63,3 +63,93 @@ def check_positive_int(value, name: str) -> int:
     if value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value}.")
     return int(value)
+
+
+def compute_dtype(*arrays_or_dtypes) -> jnp.dtype:
+    """The dtype to compute in: the inputs' promoted dtype, float32 at least.
+
+    bf16/f16 inputs are upcast because KL estimates are small differences of large
+    numbers; float64 inputs (under x64) stay float64.
+    """
+    return jnp.promote_types(jnp.result_type(*arrays_or_dtypes), jnp.float32)
+
+
+def concrete_value(x) -> np.ndarray | None:
+    """The value of ``x`` as NumPy, or None under a trace (where values are unknown).
+
+    Value checks (positivity, finiteness) run when it is not None; under ``jit``/``vmap``
+    only shapes and dtypes can be checked.
+    """
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_positive_values(x, name: str) -> None:
+    """Raises ``ValueError`` unless every (concrete) entry of ``x`` is positive and finite."""
+    values = concrete_value(x)
+    if values is not None and not np.all((values > 0) & np.isfinite(values)):
+        raise ValueError(f"`{name}` must be positive and finite, got {values}.")
+
+
+def check_key(key) -> jax.Array:
+    """Returns ``key`` if it is one PRNG key (typed, or a raw ``uint32[2]``), else raises."""
+    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(
+                f"`key` must be a single PRNG key, got shape {key.shape}; batch with "
+                "jax.vmap over keys."
+            )
+        return key
+    if key.dtype != jnp.uint32 or key.shape != (2,):
+        raise TypeError(
+            "`key` must be a PRNG key from jax.random.key or jax.random.PRNGKey, got "
+            f"dtype {key.dtype} and shape {key.shape}."
+        )
+    return key
+
+
+def _as_number(value, name: str, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
+        value, "__float__"
+    ):
+        raise TypeError(f"`{name}` must be {expected}, got {value!r}.")
+    return float(value)
+
+
+def check_positive_number(value, name: str, *, allow_none: bool = False) -> float | None:
+    """A positive Python/NumPy number (``None`` too when ``allow_none``), as a float."""
+    if value is None and allow_none:
+        return None
+    expected = "a positive number or None" if allow_none else "a positive number"
+    value = _as_number(value, name, expected)
+    if not value > 0:
+        raise ValueError(f"`{name}` must be {expected}, got {value}.")
+    return value
+
+
+def check_non_negative_number(value, name: str) -> float:
+    """A non-negative, finite Python/NumPy number (NaN and bools rejected), as a float."""
+    value = _as_number(value, name, "a non-negative number")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"`{name}` must be a non-negative number, got {value}.")
+    return value
+
+
+def check_scalar(value, name: str):
+    """Raises unless ``value`` is a real scalar (a number or a 0-d, possibly traced, array).
+
+    A coefficient of shape ``[T]`` or ``[B, 1]`` would otherwise broadcast silently
+    against ``[..., T]`` per-token values.
+    """
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, bool) or (dtype is None and not isinstance(value, (int, float))) or (
+        dtype is not None
+        and not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
+    ):
+        raise TypeError(f"`{name}` must be a real scalar, got {value!r}.")
+    if np.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
+    return value

@@ -34,19 +34,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxkl import _numerics
-from jaxkl._validation import check_float_array, check_same_shape
+from jaxkl._validation import check_float_array, check_same_shape, compute_dtype
 
 Array = jax.Array
 
 
-def _compute_dtype(dtype):
-    """float32 at least: bf16/f16 would lose the small differences the estimators need."""
-    return jnp.promote_types(dtype, jnp.float32)
+# The unchecked per-sample kernels of Schulman's estimators, shared with jaxkl.estimate
+# and jaxkl.rl.token_kl (the public functions below add input checks and dtype handling).
+KL_KERNELS: dict[str, Callable[[Array], Array]] = {
+    "k1": jnp.negative,
+    "k2": lambda l: 0.5 * l * l,
+    "k3": _numerics.expm1mx,
+}
 
 
 def _elementwise(fn: Callable[[Array], Array], log_ratio, name: str = "log_ratio") -> Array:
     log_ratio = check_float_array(log_ratio, name)
-    out = fn(log_ratio.astype(_compute_dtype(log_ratio.dtype)))
+    out = fn(log_ratio.astype(compute_dtype(log_ratio.dtype)))
     return out.astype(log_ratio.dtype)
 
 
@@ -68,7 +72,7 @@ def k1(log_ratio) -> Array:
       >>> jaxkl.k1(jnp.array([-0.5, 0.0, 0.5]))
       Array([ 0.5, -0. , -0.5], dtype=float32)
     """
-    return _elementwise(jnp.negative, log_ratio)
+    return _elementwise(KL_KERNELS["k1"], log_ratio)
 
 
 def k2(log_ratio) -> Array:
@@ -90,7 +94,7 @@ def k2(log_ratio) -> Array:
       >>> jaxkl.k2(jnp.array([-0.5, 0.0, 0.5]))
       Array([0.125, 0.   , 0.125], dtype=float32)
     """
-    return _elementwise(lambda l: 0.5 * l * l, log_ratio)
+    return _elementwise(KL_KERNELS["k2"], log_ratio)
 
 
 def k3(log_ratio) -> Array:
@@ -115,7 +119,7 @@ def k3(log_ratio) -> Array:
       >>> jaxkl.k3(jnp.array([-1.0, 1e-4, 1.0]))
       Array([3.67879e-01, 5.00017e-09, 7.18282e-01], dtype=float32)
     """
-    return _elementwise(_numerics.expm1mx, log_ratio)
+    return _elementwise(KL_KERNELS["k3"], log_ratio)
 
 
 def control_variate(log_ratio, lam) -> Array:
@@ -142,7 +146,7 @@ def control_variate(log_ratio, lam) -> Array:
       True
     """
     log_ratio = check_float_array(log_ratio, "log_ratio")
-    dtype = _compute_dtype(log_ratio.dtype)
+    dtype = compute_dtype(log_ratio.dtype)
     lam = jnp.asarray(lam, dtype)
     if lam.ndim:
         check_same_shape([("log_ratio", log_ratio), ("lam", lam)])
@@ -181,7 +185,7 @@ def optimal_cv_lambda(log_ratio, *, axis=None) -> Array:
       1.0
     """
     log_ratio = check_float_array(log_ratio, "log_ratio")
-    l = log_ratio.astype(_compute_dtype(log_ratio.dtype))
+    l = log_ratio.astype(compute_dtype(log_ratio.dtype))
     r_minus_1 = jnp.expm1(l)
     dl = l - l.mean(axis=axis, keepdims=True)
     dr = r_minus_1 - r_minus_1.mean(axis=axis, keepdims=True)

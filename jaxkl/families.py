@@ -23,15 +23,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
 
 import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkl._validation import check_choice, check_positive_int
-from jaxkl.mixtures import GaussianMixture, _check_positive, _concrete
+from jaxkl._validation import (
+    check_choice,
+    check_positive_int,
+    check_positive_values,
+    compute_dtype,
+    concrete_value,
+)
+from jaxkl.mixtures import GaussianMixture
 
 Params = dict[str, jax.Array]
 
@@ -62,16 +67,11 @@ class Family:
         return f"Family({self.name})"
 
 
-def _float_dtype(x) -> Any:
-    """float32 at least: positivity maps and Cholesky factors are unstable in bf16."""
-    return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
-
-
 def _as_float(x) -> jax.Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
-    return x.astype(_float_dtype(x))
+    return x.astype(compute_dtype(x))
 
 
 def _float_params(params: Params) -> Params:
@@ -113,7 +113,7 @@ def _check_common(positivity, loc_init_std, scale_init) -> tuple[float, float]:
 
 def _check_finite_values(x, name):
     """Checks concrete values; under a trace values are unknown and only shapes are checked."""
-    values = _concrete(x)
+    values = concrete_value(x)
     if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values}.")
 
@@ -149,7 +149,7 @@ def gaussian(
 
     def encode(*, loc, scale) -> Params:
         _check_finite_values(loc, "loc")
-        _check_positive(scale, "scale")
+        check_positive_values(scale, "scale")
         loc, scale = _as_float(loc), _as_float(scale)
         return {"loc": loc, "raw_scale": from_scale(scale)}
 
@@ -200,7 +200,7 @@ def diagonal_gaussian(
 
     def encode(*, loc, scale_diag) -> Params:
         _check_finite_values(loc, "loc")
-        _check_positive(scale_diag, "scale_diag")
+        check_positive_values(scale_diag, "scale_diag")
         loc, scale_diag = _as_float(loc), _as_float(scale_diag)
         _check_shape(loc, (dim,), "loc")
         _check_shape(scale_diag, (dim,), "scale_diag")
@@ -269,7 +269,7 @@ def full_covariance_gaussian(
             _check_shape(covariance, (dim, dim), "covariance")
             _check_covariance(covariance)
             scale_tril = jnp.linalg.cholesky(covariance)
-            factor = _concrete(scale_tril)
+            factor = concrete_value(scale_tril)
             if factor is not None and not np.all(np.isfinite(factor)):
                 raise ValueError(
                     "`covariance` must be positive definite; its Cholesky factorisation "
@@ -278,7 +278,7 @@ def full_covariance_gaussian(
         scale_tril = _as_float(scale_tril)
         _check_shape(scale_tril, (dim, dim), "scale_tril")
         _check_finite_values(scale_tril, "scale_tril")
-        diagonal_values = _concrete(jnp.diagonal(scale_tril))
+        diagonal_values = concrete_value(jnp.diagonal(scale_tril))
         if diagonal_values is not None and not np.all(diagonal_values > 0):
             raise ValueError(
                 f"The diagonal of `scale_tril` must be positive, got {diagonal_values}."
@@ -354,9 +354,9 @@ def gaussian_mixture(
     component_shape = (num_components,) if dim is None else (num_components, dim)
 
     def encode(*, weights, locs, scales) -> Params:
-        _check_positive(weights, "weights")
+        check_positive_values(weights, "weights")
         _check_finite_values(locs, "locs")
-        _check_positive(scales, "scales")
+        check_positive_values(scales, "scales")
         weights, locs, scales = _as_float(weights), _as_float(locs), _as_float(scales)
         _check_shape(weights, (num_components,), "weights")
         _check_shape(locs, component_shape, "locs")
@@ -387,7 +387,7 @@ def gaussian_mixture(
 
 def _check_covariance(covariance):
     """A concrete covariance must be symmetric (Cholesky would silently symmetrise it)."""
-    values = _concrete(covariance)
+    values = concrete_value(covariance)
     if values is None:
         return
     if not np.all(np.isfinite(values)):

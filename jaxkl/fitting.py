@@ -41,9 +41,14 @@ import numpy as np
 import optax
 
 from jaxkl import _numerics, estimators
-from jaxkl._validation import check_choice, check_positive_int
+from jaxkl._validation import (
+    check_choice,
+    check_key,
+    check_positive_int,
+    compute_dtype,
+    concrete_value,
+)
 from jaxkl.families import Family, Params
-from jaxkl.mixtures import _concrete
 
 Array = jax.Array
 LossFn = Callable[[Params, Array], tuple[Array, Array]]
@@ -119,7 +124,7 @@ class MultiStartResult(NamedTuple):
 
 def _compute(x: Array) -> Array:
     """float32 at least: log-densities in bf16 lose the differences the losses need."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(compute_dtype(x))
 
 
 def _sample(d, key: Array, n: int) -> Array:
@@ -358,7 +363,7 @@ def _check_alpha(divergence: str, alpha) -> Any:
         except TypeError:  # traced (jax.errors.ConcretizationTypeError) or not a number
             raise TypeError("`alpha` must be a Python float for divergence='amari_alpha' "
                             "(use 'renyi' to vmap over alpha).") from None
-    value = _concrete(alpha)
+    value = concrete_value(alpha)
     if value is not None and not np.isfinite(value):
         raise ValueError(f"`alpha` must be finite, got {value}.")
     return alpha
@@ -476,7 +481,7 @@ def evaluate(
       0.5
     """
     loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha)
-    return loss(jax.lax.stop_gradient(params), _check_key(key))[1]
+    return loss(jax.lax.stop_gradient(params), check_key(key))[1]
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,24 +502,11 @@ def default_optimizer(num_steps: int, learning_rate: float = 0.05) -> optax.Grad
     num_steps = check_positive_int(num_steps, "num_steps")
     if isinstance(learning_rate, (str, bytes, bool)) or jnp.ndim(learning_rate) != 0:
         raise TypeError(f"`learning_rate` must be a scalar, got {learning_rate!r}.")
-    value = _concrete(learning_rate)  # None when traced (e.g. vmapped over learning rates)
+    value = concrete_value(learning_rate)  # None when traced (e.g. vmapped over learning rates)
     if value is not None and not (value > 0 and np.isfinite(value)):
         raise ValueError(f"`learning_rate` must be positive and finite, got {value}.")
     schedule = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.01)
     return optax.adam(schedule)
-
-
-def _check_key(key) -> Array:
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"`key` must be a single PRNG key, got shape {key.shape}; "
-                             "jax.vmap over keys to batch fits.")
-        return key
-    if key.dtype == jnp.uint32 and key.shape == (2,):
-        return key
-    raise TypeError(f"`key` must be a JAX PRNG key (jax.random.key), got dtype {key.dtype} "
-                    f"and shape {key.shape}.")
 
 
 def _check_init_params(init_params, family: Family, key) -> Params:
@@ -537,7 +529,7 @@ def _check_init_params(init_params, family: Family, key) -> Params:
         # A non-finite start would make every step non-finite, so every step would be
         # skipped and the "fitted" parameters would be the non-finite start. Traced values
         # (under vmap/jit) cannot be inspected.
-        value = _concrete(x)
+        value = concrete_value(x)
         if value is not None and not np.all(np.isfinite(value)):
             raise ValueError(
                 f"`init_params{jax.tree_util.keystr(path)}` must be finite, got {value}."
@@ -617,7 +609,7 @@ def fit(
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError("`optimizer` must be an optax.GradientTransformation, got "
                         f"{type(optimizer).__name__}.")
-    key = _check_key(key)
+    key = check_key(key)
     init_key, loop_key = jax.random.split(key)
     if init_params is None:
         params = jax.tree.map(_compute, family.init(init_key))
@@ -694,10 +686,10 @@ def fit_multistart(
     """
     num_starts = check_positive_int(num_starts, "num_starts")
     eval_num_samples = check_positive_int(eval_num_samples, "eval_num_samples")
-    key = _check_key(key)
+    key = check_key(key)
     if eval_key is None:
         key, eval_key = jax.random.split(key)
-    eval_key = _check_key(eval_key)
+    eval_key = check_key(eval_key)
     start_keys = jax.random.split(key, num_starts)
     if init_params is not None:
         for x in jax.tree.leaves(init_params):

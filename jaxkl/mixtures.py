@@ -26,7 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkl._validation import check_float_array, check_same_shape
+from jaxkl._validation import (
+    check_float_array,
+    check_positive_values,
+    check_same_shape,
+    compute_dtype,
+    concrete_value,
+)
 
 Array = jax.Array
 
@@ -72,18 +78,6 @@ class GaussianMixture(distrax.MixtureSameFamily):
             return super().log_prob(value)
 
 
-def _compute_dtype(*arrays) -> jnp.dtype:
-    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-
-
-def _concrete(x) -> np.ndarray | None:
-    """The value of ``x`` as NumPy, or None under a trace (where values are unknown)."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
 def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distrax.Categorical:
     """The Categorical over components, from exactly one of weights/logits (else uniform)."""
     if weights is not None and logits is not None:
@@ -98,7 +92,7 @@ def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distra
             f"`{name}` has shape {given.shape}; expected {batch_components} (batch shape "
             "followed by the number of components, as given by the means)."
         )
-    values = _concrete(given)
+    values = concrete_value(given)
     if values is not None:
         if not np.all(np.isfinite(values) | ((values == -np.inf) & (name == "logits"))):
             raise ValueError(f"`{name}` must be finite, got {values}.")
@@ -120,18 +114,12 @@ def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distra
     )
 
 
-def _check_positive(x: Array, name: str) -> None:
-    values = _concrete(x)
-    if values is not None and not np.all((values > 0) & np.isfinite(values)):
-        raise ValueError(f"`{name}` must be positive and finite, got {values}.")
-
-
 def _check_means(means, name: str, min_rank: int) -> Array:
     means = check_float_array(means, name)
     if means.ndim < min_rank:
         expected = "[..., K]" if min_rank == 1 else "[..., K, d]"
         raise ValueError(f"`{name}` must have shape {expected}, got shape {means.shape}.")
-    values = _concrete(means)
+    values = concrete_value(means)
     if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values}.")
     return means
@@ -166,8 +154,8 @@ def gaussian_mixture_1d(means, scales, *, weights=None, logits=None) -> distrax.
     means = _check_means(means, "means", 1)
     scales = check_float_array(scales, "scales")
     check_same_shape([("means", means), ("scales", scales)])
-    _check_positive(scales, "scales")
-    dtype = _compute_dtype(means, scales)
+    check_positive_values(scales, "scales")
+    dtype = compute_dtype(means, scales)
     mixing = _mixing(weights, logits, means.shape, dtype)
     return GaussianMixture(
         mixing, distrax.Normal(means.astype(dtype), scales.astype(dtype))
@@ -202,8 +190,8 @@ def gaussian_mixture_diag(
     means = _check_means(means, "means", 2)
     scales = check_float_array(scales, "scales")
     check_same_shape([("means", means), ("scales", scales)])
-    _check_positive(scales, "scales")
-    dtype = _compute_dtype(means, scales)
+    check_positive_values(scales, "scales")
+    dtype = compute_dtype(means, scales)
     mixing = _mixing(weights, logits, means.shape[:-1], dtype)
     return GaussianMixture(
         mixing, distrax.MultivariateNormalDiag(means.astype(dtype), scales.astype(dtype))
@@ -211,7 +199,7 @@ def gaussian_mixture_diag(
 
 
 def _check_covariances(covariances: Array) -> None:
-    values = _concrete(covariances)
+    values = concrete_value(covariances)
     if values is None:
         return
     values = values.astype(np.float64)
@@ -278,7 +266,7 @@ def gaussian_mixture_full(
             "(one d x d matrix per component of `means`)."
         )
     _check_covariances(covariances)
-    dtype = _compute_dtype(means, covariances)
+    dtype = compute_dtype(means, covariances)
     mixing = _mixing(weights, logits, means.shape[:-1], dtype)
     scale_tril = jnp.linalg.cholesky(covariances.astype(dtype))
     return GaussianMixture(

@@ -20,16 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkl import _numerics, stats
-from jaxkl._validation import check_positive_int
-from jaxkl.estimators import F_DIVERGENCES
+from jaxkl._validation import check_key, check_positive_int, compute_dtype
+from jaxkl.estimators import F_DIVERGENCES, KL_KERNELS
 
 Array = jax.Array
 
 # Per-sample estimators available by name in `estimate`, as kernels of the log-ratio.
 ESTIMATORS: dict[str, Callable[[Array], Array]] = {
-    "k1": jnp.negative,
-    "k2": lambda l: 0.5 * l * l,
-    "k3": _numerics.expm1mx,
+    **KL_KERNELS,
     "forward": _numerics.xexpx_minus_expm1,
     **{name: fn for name, fn in F_DIVERGENCES.items() if name not in ("reverse_kl", "forward_kl")},
 }
@@ -102,20 +100,6 @@ def _check_distribution(d, name: str, need_sample: bool) -> None:
         )
 
 
-def _check_key(key) -> Array:
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"`key` must be a single PRNG key, got shape {key.shape}.")
-        return key
-    if key.dtype != jnp.uint32 or key.shape != (2,):
-        raise TypeError(
-            "`key` must be a PRNG key from jax.random.key or jax.random.PRNGKey, got "
-            f"dtype {key.dtype} and shape {key.shape}."
-        )
-    return key
-
-
 def sample_log_ratio(q, p, key: Array, num: int) -> Array:
     """``log p(x) - log q(x)`` at ``num`` samples ``x ~ q`` (uses q.sample_and_log_prob)."""
     # The distributions' own internals may rely on implicit rank promotion (distrax's
@@ -132,7 +116,7 @@ def sample_log_ratio(q, p, key: Array, num: int) -> Array:
             "q and p must be distributions with scalar batch shape whose log_prob of "
             f"{num} samples has shape ({num},); got log q {log_q.shape}, log p {log_p.shape}."
         )
-    dtype = jnp.promote_types(jnp.result_type(log_p, log_q), jnp.float32)
+    dtype = compute_dtype(log_p, log_q)
     return log_p.astype(dtype) - log_q.astype(dtype)
 
 
@@ -284,7 +268,7 @@ def estimate(
         return sharding.estimate_sharded(q, p, key=key, num_samples=num_samples,
                                          estimators=estimators, chunk_size=chunk_size,
                                          mesh=mesh)
-    key = _check_key(key)
+    key = check_key(key)
     num_samples, names, features, where, chunk_size = prepare(
         q, p, num_samples, estimators, chunk_size
     )

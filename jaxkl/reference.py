@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from jaxkl._validation import check_choice, check_positive_int
+from jaxkl._validation import check_choice, check_positive_int, compute_dtype
 from jaxkl.mixtures import MixtureParams, is_gaussian_mixture, mixture_params
 
 Array = jax.Array
@@ -162,7 +162,7 @@ def _broadcast_batch(params: MixtureParams, batch: tuple[int, ...], dtype) -> Mi
 
 
 def _approximations_from_params(q: MixtureParams, p: MixtureParams) -> MixtureKLApproximations:
-    dtype = jnp.promote_types(jnp.result_type(q.means, p.means), jnp.float32)
+    dtype = compute_dtype(q.means, p.means)
     q_batch, p_batch = q.log_weights.shape[:-1], p.log_weights.shape[:-1]
     try:
         batch = jnp.broadcast_shapes(q_batch, p_batch)

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxkl import montecarlo, stats
-from jaxkl._validation import check_positive_int
+from jaxkl._validation import check_key, check_positive_int
 
 Array = jax.Array
 
@@ -255,7 +255,7 @@ def estimate_sharded(
       True
     """
     mesh = _check_mesh(mesh)
-    key = montecarlo._check_key(key)
+    key = check_key(key)
     num_samples, names, features, where, chunk_size = montecarlo.prepare(
         q, p, num_samples, estimators, chunk_size
     )

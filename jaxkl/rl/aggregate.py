@@ -25,8 +25,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxkl._validation import check_choice, check_float_array
-from jaxkl.rl.token_kl import check_mask, check_scalar, compute_dtype
+from jaxkl._validation import check_choice, check_float_array, check_scalar, compute_dtype
+from jaxkl.rl.token_kl import check_mask
 
 Array = jax.Array
 

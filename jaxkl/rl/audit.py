@@ -49,17 +49,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxkl._validation import check_choice, check_float_array, check_same_shape
+from jaxkl._validation import check_choice, check_float_array, check_same_shape, compute_dtype
 from jaxkl.rl import tabular
 from jaxkl.rl.full_kl import full_kl
-from jaxkl.rl.token_kl import (
-    DEFAULT_LOG_RATIO_CLIP,
-    ESTIMATORS,
-    GRADIENTS,
-    check_clip,
-    compute_dtype,
-    token_kl,
-)
+from jaxkl.rl.token_kl import DEFAULT_LOG_RATIO_CLIP, ESTIMATORS, GRADIENTS, check_clip, token_kl
 
 Array = jax.Array
 

@@ -35,8 +35,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxkl._validation import check_float_array, check_positive_int, check_same_shape
-from jaxkl.rl.token_kl import check_mask, compute_dtype
+from jaxkl._validation import check_float_array, check_positive_int, check_same_shape, compute_dtype
+from jaxkl.rl.token_kl import check_mask
 
 Array = jax.Array
 

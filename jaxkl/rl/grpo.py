@@ -32,16 +32,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxkl._validation import check_float_array, check_same_shape
-from jaxkl.rl.aggregate import aggregate
-from jaxkl.rl.token_kl import (
-    DEFAULT_LOG_RATIO_CLIP,
-    check_clip,
-    check_mask,
+from jaxkl._validation import (
+    check_float_array,
+    check_non_negative_number,
+    check_same_shape,
     check_scalar,
     compute_dtype,
-    token_kl,
 )
+from jaxkl.rl.aggregate import aggregate
+from jaxkl.rl.token_kl import DEFAULT_LOG_RATIO_CLIP, check_clip, check_mask, token_kl
 
 Array = jax.Array
 
@@ -76,7 +75,7 @@ def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) 
         raise ValueError(
             f"`rewards` must have a group axis (last) of size >= 2, got shape {rewards.shape}."
         )
-    eps = _check_non_negative(eps, "eps")
+    eps = check_non_negative_number(eps, "eps")
     r = rewards.astype(compute_dtype(rewards))
     # sum/G of G equal floats need not round back to their value: detect constant groups
     # exactly and give them 0 instead of the amplified rounding residual (or 0/0).
@@ -89,18 +88,6 @@ def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) 
     variance = r.var(axis=-1, ddof=1, keepdims=True)
     scale = jnp.sqrt(jnp.where(constant, 1, variance)) + eps
     return jnp.where(constant, 0, centered / scale)
-
-
-def _check_non_negative(value, name: str) -> float:
-    """A non-negative, finite Python/NumPy number (NaN and bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
-        value, "__float__"
-    ):
-        raise TypeError(f"`{name}` must be a non-negative number, got {value!r}.")
-    value = float(value)
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"`{name}` must be a non-negative number, got {value}.")
-    return value
 
 
 class SurrogateOutput(NamedTuple):
@@ -350,7 +337,7 @@ def fixed_kl_controller(coef: float) -> KLController:
       >>> float(ctrl.update(ctrl.init(), 123.0).coef)
       0.04...
     """
-    coef = _check_non_negative(coef, "coef")
+    coef = check_non_negative_number(coef, "coef")
 
     def init() -> KLControllerState:
         return KLControllerState(jnp.asarray(coef, jnp.float32))

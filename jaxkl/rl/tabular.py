@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkl._validation import check_float_array, check_positive_int
-from jaxkl.rl.token_kl import compute_dtype
+from jaxkl._validation import check_float_array, check_positive_int, compute_dtype
 
 Array = jax.Array
 

@@ -41,10 +41,16 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxkl import _numerics
-from jaxkl._validation import check_choice, check_float_array, check_same_shape
+from jaxkl._validation import (
+    check_choice,
+    check_float_array,
+    check_positive_number,
+    check_same_shape,
+    check_scalar,
+    compute_dtype,
+)
+from jaxkl.estimators import KL_KERNELS
 
 Array = jax.Array
 
@@ -53,17 +59,10 @@ Array = jax.Array
 DEFAULT_LOG_RATIO_CLIP = 20.0
 
 ESTIMATORS: dict[str, Callable[[Array], Array]] = {
-    "k1": jnp.negative,
-    "k2": lambda x: 0.5 * x * x,
-    "k3": _numerics.expm1mx,
+    **KL_KERNELS,
     "abs": jnp.abs,
 }
 GRADIENTS = ("natural", "straight_through", "importance_weighted")
-
-
-def compute_dtype(*arrays) -> jnp.dtype:
-    """float32 at least: bf16 log-probabilities lose the small differences KL needs."""
-    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
 
 
 def check_mask(mask, shape, name: str = "mask") -> Array:
@@ -85,34 +84,8 @@ def check_mask(mask, shape, name: str = "mask") -> Array:
 
 
 def check_clip(value, name: str) -> float | None:
-    """A symmetric clip bound: ``None`` (off) or a positive Python/NumPy number."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
-        value, "__float__"
-    ):
-        raise TypeError(f"`{name}` must be a positive number or None, got {value!r}.")
-    value = float(value)
-    if not value > 0:
-        raise ValueError(f"`{name}` must be a positive number or None, got {value}.")
-    return value
-
-
-def check_scalar(value, name: str):
-    """Raises unless ``value`` is a real scalar (a number or a 0-d, possibly traced, array).
-
-    A coefficient of shape ``[T]`` or ``[B, 1]`` would otherwise broadcast silently
-    against the ``[..., T]`` per-token values.
-    """
-    dtype = getattr(value, "dtype", None)
-    if isinstance(value, bool) or (dtype is None and not isinstance(value, (int, float))) or (
-        dtype is not None
-        and not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
-    ):
-        raise TypeError(f"`{name}` must be a real scalar, got {value!r}.")
-    if np.ndim(value) != 0:
-        raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
-    return value
+    """A symmetric clip bound: ``None`` (off) or a positive number."""
+    return check_positive_number(value, name, allow_none=True)
 
 
 def _clip(x: Array, bound: float | None) -> Array:
