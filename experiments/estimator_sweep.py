@@ -48,6 +48,7 @@ import numpy as np
 from scipy import optimize
 
 from experiments._framework import Experiment, atomic_save_figure
+from experiments.estimator_table import closed_form as location_closed_form
 from jaxkl.mixtures import gaussian_mixture_1d, gaussian_mixture_full
 from jaxkl.montecarlo import estimate, sample_log_ratio
 from jaxkl.reference import reference_kl
@@ -109,15 +110,6 @@ FAMILIES = {
     "bimodal": "N(0,1) vs (N(-a,1)+N(a,1))/2",
     "mixture_2d": "2-D mixture vs translated copy",
 }
-
-
-def location_closed_form(mu: float) -> dict[str, dict[str, float]]:
-    """bias/true and std/true of each estimator for N(0,1) vs N(mu,1) (DESIGN.md)."""
-    kl, e = mu**2 / 2, np.expm1(mu**2)
-    var = {"k1": mu**2, "k2": (2 * mu**4 + mu**6) / 4, "k3": e - mu**2,
-           "cv*": mu**2 - mu**4 / e}
-    bias = {"k1": 0.0, "k2": mu**4 / 8, "k3": 0.0, "cv*": 0.0}
-    return {k: {"bias_rel": bias[k] / kl, "std_rel": float(np.sqrt(var[k])) / kl} for k in var}
 
 
 def hill_tail_index(log_ratio: np.ndarray, k: int) -> tuple[float, float]:
