@@ -38,7 +38,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--vocab", type=int, default=152064)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--chunk-size", type=int, default=rl.full_kl.__kwdefaults__["chunk_size"])
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="the forward pass's vocabulary chunk (default: full_kl's automatic "
+                             "choice for the platform)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--skip-naive-timing", action="store_true")
     args = parser.parse_args()
@@ -46,7 +48,7 @@ def main() -> None:
     shape = (args.tokens, args.vocab)
     input_bytes = 2 * args.tokens * args.vocab * dtype.itemsize
     print(f"{shape} {dtype.name} logits x 2 = {input_bytes / 2**30:.2f} GiB of inputs, "
-          f"chunk_size {args.chunk_size}, device {jax.devices()[0].device_kind}")
+          f"chunk_size {args.chunk_size or 'auto'}, device {jax.devices()[0].device_kind}")
 
     ours = lambda z, w: rl.full_kl(z, w, chunk_size=args.chunk_size)
     grad = lambda f: jax.grad(lambda z, w: f(z, w).sum(), argnums=(0, 1))

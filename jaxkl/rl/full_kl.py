@@ -20,9 +20,10 @@ The backward pass is elementwise given four numbers per token:
 .. math:: \partial KL / \partial z_v = p_v (a_v - KL), \quad
           \partial KL / \partial w_v = r_v - p_v, \quad a_v = \log p_v - \log r_v,
 
-so a custom VJP writes the two gradients chunk by chunk into their buffers, without
-the ``[tokens, vocab]`` float32 ``log_softmax`` arrays that autodiff of the naive
-formula keeps.
+so a custom VJP computes both gradients in one elementwise pass that reads the logits
+and writes the gradient buffers, without the ``[tokens, vocab]`` float32
+``log_softmax`` arrays that autodiff of the naive formula keeps (and without a
+vocabulary loop: an elementwise pass needs no running state).
 
 Reference: M. Milakov and N. Gimelshein, "Online normalizer calculation for softmax",
 2018, arXiv:1805.02867.
@@ -40,9 +41,34 @@ from jaxkl.rl.token_kl import check_mask
 
 Array = jax.Array
 
-# 2048 x 4096 float32 = 32 MiB per temporary at 2048 tokens; small against the
-# 1.2 GB of a 2048 x 152064 bf16 logit pair, large enough to amortise the loop.
-DEFAULT_CHUNK_SIZE = 4096
+# The forward pass keeps a few [rows, chunk] float32 temporaries per loop step. On CPU
+# they should stay in cache: at 2048 x 152064 float32 logits, chunks of 256 (2 MiB
+# temporaries) ran the forward pass in 0.37 s against 0.72 s for 4096 (32 MiB), and the
+# best chunk over 256..8192 rows kept rows * chunk near 2**19 (scripts/bench_full_kl.py,
+# BENCHMARKS.md). Elsewhere every loop step is a few kernel launches, so chunks stay
+# large; 4096 there is not yet measured on an accelerator.
+CPU_TILE_ELEMENTS = 2**19
+MIN_CPU_CHUNK = 128
+ACCELERATOR_CHUNK_SIZE = 4096
+
+
+def auto_chunk_size(rows: int, vocab: int, platform: str) -> int:
+    """The forward pass's vocabulary chunk for ``rows`` rows on ``platform``.
+
+    On CPU the largest power of two with ``rows * chunk <= 2**19`` (at least 128), so
+    that the loop's temporaries stay in cache; elsewhere 4096. Never more than ``vocab``.
+
+    Example:
+      >>> from jaxkl.rl.full_kl import auto_chunk_size
+      >>> auto_chunk_size(2048, 152064, "cpu"), auto_chunk_size(2048, 152064, "cuda")
+      (256, 4096)
+    """
+    if platform == "cpu":
+        target = max(CPU_TILE_ELEMENTS // max(rows, 1), MIN_CPU_CHUNK)
+        chunk = 1 << (target.bit_length() - 1)  # the largest power of two <= target
+    else:
+        chunk = ACCELERATOR_CHUNK_SIZE
+    return max(1, min(chunk, vocab))
 
 
 def _finite_or_zero(x: Array) -> Array:
@@ -96,10 +122,6 @@ def _load(chunk: Array, dtype, compute) -> Array:
     return chunk.astype(compute)
 
 
-def _store(values: Array, dtype) -> Array:
-    return _storage(values.astype(dtype))
-
-
 def _chunk(logits: Array, ref_logits: Array, start, size: int):
     """``[:, start:start + size]`` of both (stored) inputs."""
     return (
@@ -108,8 +130,26 @@ def _chunk(logits: Array, ref_logits: Array, start, size: int):
     )
 
 
-def _streamed_statistics(logits: Array, ref_logits: Array, chunk_size: int):
-    """One pass over the vocabulary: per-row maxima, normalisers and KL of 2-D inputs."""
+def _streamed_statistics(logits: Array, ref_logits: Array, chunk_size: int | None):
+    """One pass over the vocabulary: per-row maxima, normalisers and KL of 2-D inputs.
+
+    ``chunk_size=None`` picks :func:`auto_chunk_size` for the platform the computation is
+    lowered for (``lax.platform_dependent`` lowers only that platform's branch).
+    """
+    if chunk_size is not None:
+        return _streamed_statistics_in_chunks(logits, ref_logits, chunk_size)
+    rows, vocab = logits.shape
+
+    def branch(platform):
+        chunk = auto_chunk_size(rows, vocab, platform)
+        return functools.partial(_streamed_statistics_in_chunks, chunk_size=chunk)
+
+    return jax.lax.platform_dependent(
+        logits, ref_logits, cpu=branch("cpu"), default=branch("default")
+    )
+
+
+def _streamed_statistics_in_chunks(logits: Array, ref_logits: Array, chunk_size: int):
     dtype = compute_dtype(logits, ref_logits)
     rows, vocab = logits.shape
     dtypes = (logits.dtype, ref_logits.dtype)
@@ -140,11 +180,15 @@ def _streamed_statistics(logits: Array, ref_logits: Array, chunk_size: int):
     # KL >= 0 exactly; rounding can leave a value of order -eps near KL = 0, which would
     # turn into NaN downstream (sqrt, log), so it is clamped (found by a property test).
     kl = jnp.maximum(acc / sum_z - (log_sum_z - log_sum_w), 0)
+    # A reference row with no finite logit gives r = 0 everywhere: p has mass where r has
+    # none, so the KL is +inf (the formula above would give inf - inf = NaN). A policy row
+    # with no finite logit is no distribution at all: NaN, whatever the reference holds.
+    kl = jnp.where(sum_z > 0, jnp.where(sum_w > 0, kl, jnp.inf), jnp.nan)
     return kl, (max_z, max_w, log_sum_z, log_sum_w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _full_kl_2d(chunk_size: int, logits: Array, ref_logits: Array, valid: Array) -> Array:
+def _full_kl_2d(chunk_size: int | None, logits: Array, ref_logits: Array, valid: Array) -> Array:
     kl, _ = _streamed_statistics(logits, ref_logits, chunk_size)
     return jnp.where(valid, kl, 0)
 
@@ -154,55 +198,33 @@ def _full_kl_fwd(chunk_size, logits, ref_logits, valid):
     return jnp.where(valid, kl, 0), (logits, ref_logits, valid, kl, stats)
 
 
-def _chunk_gradients(z, w, g, keep, kl, stats):
-    """The two gradients on a ``[rows, chunk]`` slice (elementwise given per-row numbers)."""
-    max_z, max_w, log_sum_z, log_sum_w = stats
-    log_p = (z - max_z[:, None]) - log_sum_z[:, None]
-    log_r = (w - max_w[:, None]) - log_sum_w[:, None]
-    p, r = jnp.exp(log_p), jnp.exp(log_r)
-    grad_z = jnp.where(keep & (p > 0), g * p * ((log_p - log_r) - kl[:, None]), 0)
-    grad_w = jnp.where(keep, g * (r - p), 0)
-    return grad_z, grad_w
-
-
 def _full_kl_bwd(chunk_size, residuals, cotangent):
-    logits, ref_logits, valid, kl, stats = residuals
+    del chunk_size  # the backward pass is elementwise: no vocabulary loop needed
+    logits, ref_logits, valid, kl, (max_z, max_w, log_sum_z, log_sum_w) = residuals
+    compute = kl.dtype
     g = jnp.where(valid, cotangent, 0)[:, None]
     keep = valid[:, None]
-    vocab = logits.shape[1]
-    # Chunked like the forward pass and written in place into the gradient buffers, so
-    # nothing [tokens, vocab] exists besides the inputs and the gradients themselves.
-    dtypes, compute = (logits.dtype, ref_logits.dtype), kl.dtype
-    logits, ref_logits = _storage(logits), _storage(ref_logits)
-    grads = (jnp.zeros_like(logits), jnp.zeros_like(ref_logits))
-
-    def write(start, size, grads):
-        z, w = _chunk(logits, ref_logits, start, size)
-        z, w = _load(z, dtypes[0], compute), _load(w, dtypes[1], compute)
-        chunk_grads = _chunk_gradients(z, w, g, keep, kl, stats)
-        return tuple(
-            jax.lax.dynamic_update_slice_in_dim(full, _store(part, dtype), start, axis=1)
-            for full, part, dtype in zip(grads, chunk_grads, dtypes, strict=True)
-        )
-
-    num_full = vocab // chunk_size
-    if num_full > 0:
-        grads = jax.lax.fori_loop(
-            0, num_full, lambda i, grads: write(i * chunk_size, chunk_size, grads), grads
-        )
-    if vocab % chunk_size:
-        start = num_full * chunk_size
-        grads = write(start, vocab - start, grads)
-    return tuple(
-        jax.lax.bitcast_convert_type(grad, dtype) if grad.dtype != dtype else grad
-        for grad, dtype in zip(grads, dtypes, strict=True)
-    ) + (None,)
+    z, w = logits.astype(compute), ref_logits.astype(compute)
+    centered_z = z - max_z[:, None]
+    log_p = centered_z - log_sum_z[:, None]
+    log_r = (w - max_w[:, None]) - log_sum_w[:, None]
+    p = jnp.exp(log_p)
+    # Two elementwise outputs from the inputs and four numbers per row: XLA fuses each
+    # into one pass that writes the gradient buffer directly, so nothing [tokens, vocab]
+    # exists besides the inputs and the gradients. p appears twice on purpose: written as
+    # exp(z - M) / S in the second gradient, XLA recomputes it inside that pass instead of
+    # materialising one shared float32 p (which it does for 16-bit inputs).
+    grad_z = jnp.where(keep & (p > 0), g * p * ((log_p - log_r) - kl[:, None]), 0)
+    p_again = jnp.exp(centered_z) * jnp.exp(-log_sum_z)[:, None]
+    r = jnp.exp(w - max_w[:, None]) * jnp.exp(-log_sum_w)[:, None]
+    grad_w = jnp.where(keep, g * (r - p_again), 0)
+    return grad_z.astype(logits.dtype), grad_w.astype(ref_logits.dtype), None
 
 
 _full_kl_2d.defvjp(_full_kl_fwd, _full_kl_bwd)
 
 
-def full_kl(logits, ref_logits, *, mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Array:
+def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> Array:
     r"""Exact KL(softmax(logits) || softmax(ref_logits)) per token, streamed over vocab.
 
     .. math:: KL_t = \sum_v p_{tv} (\log p_{tv} - \log r_{tv}),\quad
@@ -212,8 +234,12 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int = DEFAULT_CHUNK_SI
     from one sampled token; with the full logits at hand it costs one read of both
     arrays. No ``[tokens, vocab]`` float32 array is materialised in the forward or the
     backward pass (see the module docstring); bf16 logits are upcast chunk by chunk.
-    ``-inf`` logits are allowed (``p_v = 0`` terms contribute 0; ``p_v > 0`` where
-    ``r_v = 0`` gives ``inf``, the exact value).
+
+    ``-inf`` logits are allowed: ``p_v = 0`` terms contribute 0, and ``p_v > 0`` where
+    ``r_v = 0`` gives ``inf``, the exact value; so does a reference row with no finite
+    logit. A policy row with no finite logit is not a distribution and gives NaN: mask
+    such rows (``mask``), which then give 0 with zero gradient. Where the KL is ``inf``
+    its gradient does not exist and holds non-finite entries.
 
     Accuracy: the KL is a difference of ``O(|z - w|)`` averages, so its float32 error is
     absolute, a few ``eps * max(z - max z)`` (about 1e-7 for logits spread over ~10):
@@ -225,7 +251,9 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int = DEFAULT_CHUNK_SI
       ref_logits: reference logits, same shape.
       mask: optional bool/0-1 array of shape ``logits.shape[:-1]``; masked tokens give 0
         with zero gradient, whatever their logits hold.
-      chunk_size: vocabulary entries per streamed chunk (a static positive int).
+      chunk_size: vocabulary entries per streamed chunk of the forward pass (a static
+        positive int), or ``None`` (default) for :func:`auto_chunk_size` on the platform
+        the call is compiled for; the backward pass is one elementwise pass.
 
     Returns:
       KL per token, shape ``logits.shape[:-1]``, float32 (float64 for f64 inputs).
@@ -244,7 +272,8 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int = DEFAULT_CHUNK_SI
     check_same_shape([("logits", logits), ("ref_logits", ref_logits)])
     if logits.ndim < 1:
         raise ValueError("`logits` must have a vocabulary axis (rank >= 1), got a scalar.")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
     batch_shape, vocab = logits.shape[:-1], logits.shape[-1]
     if mask is None:
         valid = jnp.ones(batch_shape, bool)
