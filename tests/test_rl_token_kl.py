@@ -253,6 +253,26 @@ def test_kl_penalized_rewards_values():
     np.testing.assert_array_equal(np.asarray(grad(logp)), 0)
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_kl_penalized_rewards_finite_at_extreme_log_ratios(estimator):
+    """The "auto" clamp keeps every estimator's reward finite at |l| = 100 (k3's exp(100)
+    overflows float32), and leaves k1's penalty unclamped: it sums to log pi - log pi_ref."""
+    logp = jnp.array([[-100.0, 0.0, -3.0]])
+    ref = jnp.array([[0.0, -100.0, -1.0]])
+    mask = jnp.ones((1, 3), bool)
+    rewards = rl.kl_penalized_rewards(jnp.zeros(1), logp, ref, mask, kl_coef=1.0,
+                                      estimator=estimator)
+    assert np.all(np.isfinite(np.asarray(rewards)))
+    if estimator == "k1":
+        np.testing.assert_allclose(float(rewards.sum()), float((ref - logp).sum()))
+    if estimator == "k3":  # clamped at 20: exp(20) - 21
+        np.testing.assert_allclose(float(rewards[0, 0]), -(np.exp(20.0) - 21), rtol=1e-6)
+    explicit = rl.kl_penalized_rewards(jnp.zeros(1), logp, ref, mask, kl_coef=1.0,
+                                       estimator=estimator, log_ratio_clip=None)
+    if estimator == "k3":
+        assert np.isneginf(float(explicit[0, 0]))  # the exact formula, as asked for
+
+
 # ---- bad input ----
 
 
@@ -280,3 +300,6 @@ def test_errors_name_the_argument():
         rl.token_kl(good, good, value_clip="10")
     with pytest.raises(ValueError, match="`scores`"):
         rl.kl_penalized_rewards(jnp.zeros(3), good, good, jnp.ones((2, 3)), kl_coef=0.1)
+    with pytest.raises(ValueError, match="`log_ratio_clip`"):
+        rl.kl_penalized_rewards(jnp.zeros(2), good, good, jnp.ones((2, 3)), kl_coef=0.1,
+                                log_ratio_clip="automatic")

@@ -63,6 +63,8 @@ ESTIMATORS: dict[str, Callable[[Array], Array]] = {
     "abs": jnp.abs,
 }
 GRADIENTS = ("natural", "straight_through", "importance_weighted")
+# Estimators whose value contains exp(l), so that a large log-ratio overflows.
+EXPONENTIATING = ("k3",)
 
 
 def check_mask(mask, shape, name: str = "mask") -> Array:
@@ -199,7 +201,7 @@ def kl_penalized_rewards(
     *,
     kl_coef,
     estimator: str = "k1",
-    log_ratio_clip: float | None = None,
+    log_ratio_clip: float | str | None = "auto",
     value_clip: float | None = None,
 ) -> Array:
     r"""Token-level rewards with the KL penalty in the reward (PPO/RLHF placement).
@@ -224,7 +226,10 @@ def kl_penalized_rewards(
       mask: bool/0-1 array ``[..., T]`` of valid tokens.
       kl_coef: the KL coefficient ``beta`` (a scalar, may be traced).
       estimator: per-token estimator, k1 (default, the unbiased reverse-KL gradient).
-      log_ratio_clip: optional bound on ``l`` (default off: k1 never exponentiates).
+      log_ratio_clip: bound on ``l``, ``None`` (off) or ``"auto"`` (the default): off for
+        the estimators that never exponentiate (k1, k2, abs), so that k1's penalty sums
+        to ``log pi(y) - log pi_ref(y)`` exactly, and :data:`DEFAULT_LOG_RATIO_CLIP` for
+        k3, whose ``exp(l)`` would otherwise give ``-inf`` rewards for ``l > ~88``.
       value_clip: optional bound on each token's penalty (OpenRLHF uses 10).
 
     Returns:
@@ -249,6 +254,13 @@ def kl_penalized_rewards(
             f"`scores` has shape {scores.shape} but must have shape {logprobs.shape[:-1]} "
             "(one score per sequence)."
         )
+    if isinstance(log_ratio_clip, str):
+        if log_ratio_clip != "auto":
+            raise ValueError(
+                f'`log_ratio_clip` must be a positive number, None or "auto", got '
+                f"{log_ratio_clip!r}."
+            )
+        log_ratio_clip = DEFAULT_LOG_RATIO_CLIP if estimator in EXPONENTIATING else None
     penalty = token_kl(
         logprobs,
         ref_logprobs,
