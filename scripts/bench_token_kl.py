@@ -6,10 +6,14 @@ The same work three ways in one run, on the same inputs:
   jitted; and its value and gradient with respect to ``logp``;
 - PyTorch eager: the same formulas as verl's ``low_var_kl`` + masked mean, with
   ``loss.backward()`` for the gradient (skipped with a message if torch is absent);
-- floor: one jitted fused read of the same inputs (``sum(where(mask, logp + ref, 0))``;
-  for the gradient, ``where(mask, logp - ref, 0)``: a read of the inputs and one write
-  of an array of the gradient's size), the least memory traffic any implementation
-  needs.
+- floor: one jitted fused read of the same inputs (``sum(where(mask, logp + ref, 0))``),
+  the least memory traffic any implementation needs. For value and gradient two floors:
+  ``(sum(where(mask, logp + ref, 0)), where(mask, logp - ref, 0))`` reads the inputs once
+  and returns a scalar and an array of the gradient's size, which is what
+  ``value_and_grad`` must return; the write-only floor ``where(mask, logp - ref, 0)``
+  (the only value+grad floor before 2026-11-29) returns no scalar, and XLA:CPU's
+  reduction of a masked array costs one more pass over it, so it understates the
+  cheapest possible value+grad program there.
 
 Times are medians over repetitions after a warm-up, the candidates interleaved; ratios
 are what to compare, since absolute times on a shared machine are noise.
@@ -48,7 +52,8 @@ def main() -> None:
     objective = lambda a, b, m: rl.aggregate(rl.token_kl(a, b), m)
     loss_and_grad = jax.jit(jax.value_and_grad(objective))
     floor = jax.jit(lambda a, b, m: jnp.where(m, a + b, 0).sum())
-    floor_grad = jax.jit(lambda a, b, m: jnp.where(m, a - b, 0))
+    floor_grad = jax.jit(lambda a, b, m: (jnp.where(m, a + b, 0).sum(), jnp.where(m, a - b, 0)))
+    floor_write = jax.jit(lambda a, b, m: jnp.where(m, a - b, 0))
 
     # The two agree before anything is timed.
     value = float(loss(logp, ref, mask))
@@ -60,7 +65,8 @@ def main() -> None:
         "jaxkl forward": lambda: loss(logp, ref, mask).block_until_ready(),
         "floor forward": lambda: floor(logp, ref, mask).block_until_ready(),
         "jaxkl value+grad": lambda: jax.block_until_ready(loss_and_grad(logp, ref, mask)),
-        "floor value+grad": lambda: floor_grad(logp, ref, mask).block_until_ready(),
+        "floor value+grad": lambda: jax.block_until_ready(floor_grad(logp, ref, mask)),
+        "floor write-only": lambda: floor_write(logp, ref, mask).block_until_ready(),
     }
     try:
         import torch
@@ -104,6 +110,8 @@ def main() -> None:
     for kind in ("forward", "value+grad"):
         ours = t[f"jaxkl {kind}"]
         print(f"  {kind:<10s} jaxkl / floor = {ours / t[f'floor {kind}']:.2f}")
+        if kind == "value+grad":
+            print(f"  {kind:<10s} jaxkl / write-only floor = {ours / t['floor write-only']:.2f}")
         if f"torch eager {kind}" in t:
             print(f"  {kind:<10s} torch eager / jaxkl = {t[f'torch eager {kind}'] / ours:.2f}")
 

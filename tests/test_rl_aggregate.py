@@ -136,3 +136,28 @@ def test_errors_name_the_argument():
         rl.aggregate(v, jnp.ones((2, 3)), mode="seq-mean-token-sum-norm", normalizer=0)
     with pytest.raises(TypeError, match="`mask`"):
         rl.aggregate(v, np.array([["a", "b", "c"]] * 2))
+
+
+@pytest.mark.parametrize(
+    "shape", [(7,), (3, 5), (2, 3, 8), (2, 3, 6), (4, 0), (0, 5), (1, 3), (5, 4097)]
+)
+def test_valid_token_counts_are_exact(shape):
+    """The packed-bytes popcount count equals NumPy's, for every tail length (T % 4)."""
+    from jaxkl.rl.aggregate import _count_valid
+
+    mask = np.random.default_rng(sum(shape)).uniform(size=shape) < 0.6
+    total = _count_valid(jnp.asarray(mask), jnp.float32, per_row=False)
+    rows = jax.jit(lambda m: _count_valid(m, jnp.float32, per_row=True))(jnp.asarray(mask))
+    assert total.dtype == jnp.float32 and float(total) == mask.sum()
+    expected = mask.reshape(int(np.prod(shape[:-1])), shape[-1]).sum(-1)
+    np.testing.assert_array_equal(np.asarray(rows), expected)
+
+
+@pytest.mark.parametrize("shape", [(4, 0), (0, 5)])
+@pytest.mark.parametrize("mode", rl.MODES)
+def test_empty_arrays_give_zero(shape, mode):
+    """No token at all (zero rows or zero length) is an all-zero mask: 0, zero gradient."""
+    values = jnp.zeros(shape)
+    loss = lambda v: rl.aggregate(v, jnp.zeros(shape, bool), mode=mode)
+    assert float(loss(values)) == 0
+    assert jax.grad(loss)(values).shape == shape

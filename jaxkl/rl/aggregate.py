@@ -22,6 +22,8 @@ Rows without a valid token are left out of ``|S|``, as recent verl does.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -37,6 +39,28 @@ MODES = (
     "seq-mean-token-mean",
     "seq-mean-token-sum-norm",
 )
+
+
+def _count_valid(valid: Array, dtype, *, per_row: bool) -> Array:
+    """The number of valid tokens, in total or per row (last axis), as ``dtype``.
+
+    Equal to ``valid.astype(dtype).sum(...)``, but XLA:CPU writes that ``[..., T]`` float
+    array to memory before reducing it (4 bytes per token). Here every four mask bytes
+    are read as one uint32 and counted with ``population_count`` (each byte is 0 or 1),
+    which cut ``aggregate(token_kl(...), mask)`` over 2M tokens from 2.06 to 1.60 ms on
+    CPU (``scripts/bench_token_kl.py``); a tail of fewer than four tokens is added as is.
+    """
+    if per_row:
+        rows = valid.reshape(math.prod(valid.shape[:-1]), valid.shape[-1])
+    else:
+        rows = valid.reshape(1, valid.size)
+    length = rows.shape[-1]
+    packed = length - length % 4
+    four_bytes = rows[:, :packed].astype(jnp.uint8).reshape(rows.shape[0], packed // 4, 4)
+    words = jax.lax.bitcast_convert_type(four_bytes, jnp.uint32)
+    counts = jax.lax.population_count(words).astype(dtype).sum(-1)
+    counts = counts + rows[:, packed:].astype(dtype).sum(-1)
+    return counts if per_row else counts[0]
 
 
 def _safe_divide(numerator: Array, count: Array) -> Array:
@@ -84,15 +108,14 @@ def aggregate(values, mask, *, mode: str = "token-mean", normalizer=None) -> Arr
         )
     dtype = compute_dtype(values)
     v = jnp.where(valid, values.astype(dtype), 0)
-    weight = valid.astype(dtype)
 
     if mode == "token-sum":
         return v.sum()
     if mode == "token-mean":
-        return _safe_divide(v.sum(), weight.sum())
+        return _safe_divide(v.sum(), _count_valid(valid, dtype, per_row=False))
 
-    row_sums = v.reshape(-1, v.shape[-1]).sum(-1)
-    row_counts = weight.reshape(-1, v.shape[-1]).sum(-1)
+    row_sums = v.reshape(math.prod(v.shape[:-1]), v.shape[-1]).sum(-1)
+    row_counts = _count_valid(valid, dtype, per_row=True)
     num_rows = (row_counts > 0).astype(dtype).sum()
     if mode == "seq-mean-token-mean":
         return _safe_divide(_safe_divide(row_sums, row_counts).sum(), num_rows)
@@ -100,7 +123,8 @@ def aggregate(values, mask, *, mode: str = "token-mean", normalizer=None) -> Arr
     if mode == "seq-mean-token-sum":
         return seq_mean
     if normalizer is None:
-        normalizer = values.shape[-1]
+        # T = 0 leaves no token to normalise (the sum is 0): 1 keeps the result 0, not NaN.
+        normalizer = max(values.shape[-1], 1)
     check_scalar(normalizer, "normalizer")
     if not isinstance(normalizer, jax.core.Tracer) and not float(normalizer) > 0:
         raise ValueError(f"`normalizer` must be positive, got {normalizer}.")
