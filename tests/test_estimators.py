@@ -187,3 +187,15 @@ def test_optimal_cv_lambda_matches_closed_form():
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises((TypeError, ValueError), match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_k3_gradient_accuracy_in_ulps(dtype):
+    """d k3 / dl = expm1(l), from the value's own series inside |l| < 1 and exp(l) - 1
+    outside: within 4 ulps of the correctly rounded expm1 over the whole grid."""
+    with jax.enable_x64(dtype == np.float64):
+        grid = GRID.astype(dtype)
+        got = np.asarray(jax.vmap(jax.grad(jaxkl.k3))(jnp.asarray(grid)))
+        assert got.dtype == dtype
+        want = ref.evaluate(lambda x: x.exp() - 1, grid)
+        assert ref.ulp_error(got, want, dtype).max() <= 4
