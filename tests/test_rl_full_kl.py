@@ -155,9 +155,10 @@ def test_mask_and_batch_axes():
         assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[~mask] == 0)
 
 
-def test_jit_and_vmap():
+@pytest.mark.parametrize("chunk_size", [32, None])
+def test_jit_and_vmap(chunk_size):
     z, w = random_logits(9, (3, 4, 100))
-    fn = lambda a, b: rl.full_kl(a, b, chunk_size=32)
+    fn = lambda a, b: rl.full_kl(a, b, chunk_size=chunk_size)
     eager = np.asarray(fn(z, w))
     np.testing.assert_allclose(np.asarray(jax.jit(fn)(z, w)), eager, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(jax.vmap(fn)(z, w)), eager, rtol=1e-6)
