@@ -103,11 +103,12 @@ def _update(carry, z_chunk, w_chunk, dtype):
 
 
 def _storage(x: Array) -> Array:
-    """16-bit floats as their uint16 bits: slicing and in-place updates then stay 16-bit.
+    """16-bit floats as their uint16 bits, so that the forward loop's slices stay 16-bit.
 
-    (XLA:CPU has no bf16 arithmetic and upcasts a bf16 array that is dynamically
-    sliced, hoisting a float32 copy of the whole input out of the loop; integer arrays
-    are left alone.)
+    (XLA:CPU has no bf16 arithmetic and upcasts a bf16 array that a loop slices,
+    hoisting a float32 copy of the whole input out of the loop: 200% of a bf16 input.
+    Slicing the bits costs one uint16 copy instead, 100%; BENCHMARKS.md lists what else
+    was tried. Other dtypes are left alone.)
     """
     return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
 
