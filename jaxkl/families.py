@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkl import _linalg
 from jaxkl._validation import (
     check_choice,
     check_positive_int,
@@ -36,7 +37,7 @@ from jaxkl._validation import (
     compute_dtype,
     concrete_value,
 )
-from jaxkl.mixtures import GaussianMixture
+from jaxkl.mixtures import GaussianMixture, MultivariateNormalTri
 
 Params = dict[str, jax.Array]
 
@@ -268,7 +269,7 @@ def full_covariance_gaussian(
             covariance = _as_float(covariance)
             _check_shape(covariance, (dim, dim), "covariance")
             _check_covariance(covariance)
-            scale_tril = jnp.linalg.cholesky(covariance)
+            scale_tril = _linalg.cholesky(covariance)
             factor = concrete_value(scale_tril)
             if factor is not None and not np.all(np.isfinite(factor)):
                 raise ValueError(
@@ -298,7 +299,7 @@ def full_covariance_gaussian(
         raw = params["raw_scale_tril"]
         positive_diagonal = to_scale(jnp.diagonal(raw, axis1=-2, axis2=-1))
         scale_tril = jnp.where(strict_lower, raw, 0) + positive_diagonal[..., None] * diagonal
-        return distrax.MultivariateNormalTri(params["loc"], scale_tril)
+        return MultivariateNormalTri(params["loc"], scale_tril)
 
     return Family(
         f"full_covariance_gaussian(dim={dim}, {positivity})", (dim,), init, distribution, encode

@@ -19,6 +19,7 @@ covariance in closed form (the forward-KL optimum over Gaussians, i.e. moment ma
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import distrax
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkl import _linalg
 from jaxkl._validation import (
     check_float_array,
     check_positive_values,
@@ -76,6 +78,43 @@ class GaussianMixture(distrax.MixtureSameFamily):
     def log_prob(self, value) -> Array:
         with jax.numpy_rank_promotion("allow"):
             return super().log_prob(value)
+
+
+class MultivariateNormalTri(distrax.MultivariateNormalTri):
+    r"""``distrax.MultivariateNormalTri`` (lower scale) whose ``log_prob`` makes no LAPACK call.
+
+    .. math:: \log p(x) = -\tfrac12 \lVert L^{-1}(x - \mu)\rVert^2 - \sum_i \log |L_{ii}|
+              - \tfrac d2 \log 2\pi.
+
+    distrax solves ``L z = x - mu`` with ``jax.scipy.linalg.solve_triangular``, a jaxlib
+    LAPACK kernel on CPU that can deadlock XLA:CPU's thread pool when two run at once
+    (see :mod:`jaxkl._linalg`); here the solve is a forward substitution in plain JAX
+    operations. Sampling and every other method are distrax's.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.mixtures import MultivariateNormalTri
+      >>> d = MultivariateNormalTri(jnp.zeros(2), jnp.array([[1.0, 0.0], [0.5, 2.0]]))
+      >>> round(float(d.log_prob(jnp.array([1.0, 1.0]))), 5)
+      -3.06227
+    """
+
+    def __init__(self, loc, scale_tri):
+        super().__init__(loc, scale_tri, is_lower=True)
+
+    def log_prob(self, value) -> Array:
+        value = jnp.asarray(value, self.dtype)
+        shape = jnp.broadcast_shapes(value.shape, self.loc.shape)
+        centred = jnp.broadcast_to(value, shape) - jnp.broadcast_to(self.loc, shape)
+        z = _linalg.solve_lower_triangular(self._scale_tri, centred)
+        log_det = jnp.broadcast_to(_linalg.log_abs_det_triangular(self._scale_tri),
+                                    z.shape[:-1])
+        return -0.5 * jnp.sum(z * z, axis=-1) - log_det - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+    def __getitem__(self, index) -> MultivariateNormalTri:
+        # distrax's own __getitem__ would return its class, with the LAPACK log_prob.
+        sliced = super().__getitem__(index)
+        return MultivariateNormalTri(sliced.loc, sliced.scale_tri)
 
 
 def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distrax.Categorical:
@@ -234,7 +273,8 @@ def gaussian_mixture_full(
     r"""A d-dimensional Gaussian mixture with full covariances ``Sigma_k``.
 
     The covariances are factorised once (Cholesky) and the components are
-    ``distrax.MultivariateNormalTri``.
+    :class:`MultivariateNormalTri` (distrax's, with a log-density that makes no LAPACK
+    call).
 
     Args:
       means: ``[..., K, d]`` component means.
@@ -243,7 +283,8 @@ def gaussian_mixture_full(
       logits: ``[..., K]`` unnormalised log-weights (at most one; neither: equal weights).
 
     Returns:
-      ``distrax.MixtureSameFamily`` of ``distrax.MultivariateNormalTri``, events ``[d]``.
+      ``distrax.MixtureSameFamily`` of :class:`MultivariateNormalTri` (a
+      ``distrax.MultivariateNormalTri``), events ``[d]``.
 
     Raises:
       ValueError: on mismatched shapes, invalid weights, covariances that are not
@@ -268,10 +309,8 @@ def gaussian_mixture_full(
     _check_covariances(covariances)
     dtype = compute_dtype(means, covariances)
     mixing = _mixing(weights, logits, means.shape[:-1], dtype)
-    scale_tril = jnp.linalg.cholesky(covariances.astype(dtype))
-    return GaussianMixture(
-        mixing, distrax.MultivariateNormalTri(means.astype(dtype), scale_tril)
-    )
+    scale_tril = _linalg.cholesky(covariances.astype(dtype))
+    return GaussianMixture(mixing, MultivariateNormalTri(means.astype(dtype), scale_tril))
 
 
 def _gaussian_params(d) -> tuple[Array, Array, bool]:

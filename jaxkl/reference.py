@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from jaxkl import _linalg
 from jaxkl._validation import check_choice, check_positive_int, compute_dtype
 from jaxkl.mixtures import MixtureParams, is_gaussian_mixture, mixture_params
 
@@ -130,15 +131,15 @@ def _gaussian_pair_terms(mean_a, cov_a, mean_b, cov_b) -> tuple[Array, Array]:
     cov_a, cov_b = cov_a[..., :, None, :, :], cov_b[..., None, :, :, :]
     batch = jnp.broadcast_shapes(mean_a.shape[:-1], mean_b.shape[:-1])
     delta = jnp.broadcast_to(mean_b - mean_a, batch + (dim,))[..., None]
-    chol_a = jnp.broadcast_to(jnp.linalg.cholesky(cov_a), batch + (dim, dim))
-    chol_b = jnp.broadcast_to(jnp.linalg.cholesky(cov_b), batch + (dim, dim))
-    chol_sum = jnp.linalg.cholesky(jnp.broadcast_to(cov_a + cov_b, batch + (dim, dim)))
-
-    def solve(chol, rhs):
-        return jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
+    # jaxkl's own Cholesky and solves: jaxlib's LAPACK kernels can deadlock XLA:CPU's
+    # thread pool when several run at once, as these three would (see jaxkl._linalg).
+    chol_a = jnp.broadcast_to(_linalg.cholesky(cov_a), batch + (dim, dim))
+    chol_b = jnp.broadcast_to(_linalg.cholesky(cov_b), batch + (dim, dim))
+    chol_sum = _linalg.cholesky(jnp.broadcast_to(cov_a + cov_b, batch + (dim, dim)))
+    solve = _linalg.solve_lower_triangular_matrix
 
     def logdet(chol):
-        return 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        return 2 * _linalg.log_abs_det_triangular(chol)
 
     trace = jnp.sum(solve(chol_b, chol_a) ** 2, axis=(-2, -1))
     mahalanobis = jnp.sum(solve(chol_b, delta) ** 2, axis=(-2, -1))
@@ -174,11 +175,8 @@ def _approximations_from_params(q: MixtureParams, p: MixtureParams) -> MixtureKL
     dim = q.means.shape[-1]
     kl_qq, log_z_qq = _gaussian_pair_terms(q.means, q.covariances, q.means, q.covariances)
     kl_qp, log_t_qp = _gaussian_pair_terms(q.means, q.covariances, p.means, p.covariances)
-    chol = jnp.linalg.cholesky(q.covariances)
-    entropy = 0.5 * (
-        dim * (1 + math.log(2 * math.pi))
-        + 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    )
+    chol = _linalg.cholesky(q.covariances)
+    entropy = 0.5 * (dim * (1 + math.log(2 * math.pi)) + 2 * _linalg.log_abs_det_triangular(chol))
     w_q, w_p = q.log_weights[..., None, :], p.log_weights[..., None, :]
     # Per component a of q: lower (variational, Jensen on log-sum-exp) and upper
     # (Jensen on log) bounds of E_{q_a}[log q] + H(q_a) and of E_{q_a}[log p] + H(q_a).
