@@ -2,8 +2,11 @@
 
 Runs experiments at the quick (CPU) size by default into ``outputs/quick`` (``--full``:
 accelerator size into ``outputs/full``), skipping those already done for the same
-configuration, then writes ``REPORT.md``. Bad arguments exit with status 2 and write
-nothing.
+configuration, and rewrites ``REPORT.md`` after each one. Each experiment runs in its own
+process under a time limit (``--timeout``); one that stalls or fails is reported with its
+stacks or traceback, the others still run, and the exit status is 1. Bad arguments, an
+output folder that cannot be written, or one that holds results of the other size exit
+with status 2 before any work.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-import time
 
 from experiments import _framework
 
@@ -20,6 +22,7 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments",
         description="Reproduce jaxkl's figures and tables.",
+        allow_abbrev=False,  # `--ful` must not silently mean `--full`
     )
     parser.add_argument(
         "names", nargs="*", default=["all"], metavar="NAME",
@@ -32,12 +35,15 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list experiments and exit")
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="output folder (default outputs/quick or outputs/full)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="time limit per experiment (default: 20 min quick, 6 h full)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    registry = _framework.discover()
+def main(argv: list[str] | None = None,
+         registry: dict[str, _framework.Experiment] | None = None) -> int:
+    registry = _framework.discover() if registry is None else registry
     parser = _parser(list(registry))
     args = parser.parse_args(argv)
     if args.list:
@@ -48,26 +54,53 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in wanted if n not in registry]
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(registry)}")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     selected = [registry[n] for n in wanted] if wanted else list(registry.values())
-    out = args.out or pathlib.Path("outputs") / ("full" if args.full else "quick")
     size = "full" if args.full else "quick"
+    out = args.out or pathlib.Path("outputs") / size
+    try:
+        _framework.check_writable(out)
+    except OSError as error:
+        parser.error(str(error))
+    other = {s: files for s, files in _framework.sizes_present(registry.values(), out).items()
+             if s != size}
+    if other:
+        (other_size, files), = other.items()
+        parser.error(
+            f"--out {out} holds {other_size}-size results ({', '.join(files[:3])}"
+            f"{', ...' if len(files) > 3 else ''}); a {size} run would mix sizes in one "
+            f"report. Choose another --out (the default is outputs/{size})."
+        )
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(selected, desc="experiments", unit="exp", file=sys.stderr,
-               disable=args.no_progress)
-    for experiment in bar:
-        config = experiment.full if args.full else experiment.quick
-        bar.set_postfix_str(experiment.name)
+    outcomes: list[_framework.Outcome] = []
+    for index, experiment in enumerate(selected, start=1):
+        config = experiment.config(size)
+        label = f"[{index}/{len(selected)}] {experiment.name}"
         if not args.force and _framework.is_done(experiment, config, out):
-            tqdm.write(f"[skip] {experiment.name}: results exist for this {size} config")
+            print(f"{label}: skipped, sound results exist for this {size} config", flush=True)
             continue
-        start = time.perf_counter()
-        record = _framework.run_one(experiment, config, out, progress=not args.no_progress)
-        tqdm.write(f"\n== {experiment.name} ({time.perf_counter() - start:.1f} s) ==")
-        tqdm.write(experiment.table(record["result"]))
-    report = _framework.write_report(registry.values(), out)
+        print(f"{label}: running", flush=True)
+        outcome = _framework.run_isolated(experiment, config, out, size=size,
+                                          progress=not args.no_progress,
+                                          timeout_s=args.timeout)
+        outcomes.append(outcome)
+        if outcome.status == "ok":
+            record = _framework.load_record(experiment, out)
+            print(f"\n== {experiment.name} ({outcome.wall_time_s:.1f} s) ==", flush=True)
+            print(experiment.table(record["result"]), flush=True)
+        else:
+            print(f"experiment {experiment.name!r} {outcome.status}: {outcome.detail}",
+                  file=sys.stderr, flush=True)
+        # After each experiment, so that an interrupted run still leaves a current report.
+        _framework.write_report(registry.values(), out, outcomes)
+    report = _framework.write_report(registry.values(), out, outcomes)
     print(f"report: {report}")
+    failed = [o for o in outcomes if o.status != "ok"]
+    if failed:
+        print("not finished: " + ", ".join(f"{o.name} ({o.status})" for o in failed),
+              file=sys.stderr)
+        return 1
     return 0
 
 

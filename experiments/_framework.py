@@ -4,32 +4,52 @@ An experiment is a module ``experiments/NAME.py`` that defines ``EXPERIMENT``, a
 :class:`Experiment`. The runner discovers every such module, runs the ones asked for at
 the quick (CPU) or full (accelerator) size, and writes into the output folder:
 
-- ``results/NAME.json``: ``{"name", "config", "seed", "versions", "device",
+- ``results/NAME.json``: ``{"name", "size", "config", "seed", "versions", "device",
   "wall_time_s", "result"}``, written atomically (temporary file, then ``os.replace``);
 - ``figures/NAME.png``, written atomically too;
-- ``REPORT.md``: every figure and table with each experiment's own short reading.
+- ``REPORT.md``: every figure and table with each experiment's own short reading,
+  rewritten after each experiment.
 
-An experiment whose JSON exists with the same configuration (and whose figure exists) is
-skipped unless ``--force``, so an interrupted run resumes where it stopped.
+Each experiment runs in a child process of its own (:func:`run_isolated`) under a
+watchdog: past its time limit the child prints every thread's stack
+(``faulthandler``) and exits, the runner names the experiment that stalled, and the
+other experiments and the report go on. A deadlock inside a compiled program (which no
+Python-level timeout can interrupt) therefore costs one experiment, not the whole run.
+
+An experiment whose files exist and are sound (the JSON parses, has this configuration
+and the keys the report reads; the PNG decodes) is skipped unless ``--force``, so an
+interrupted run resumes where it stopped. Quick and full results never share a folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import importlib
 import json
 import os
 import pathlib
 import pkgutil
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 Config = Mapping[str, Any]
 Result = dict[str, Any]
+
+SIZES = ("quick", "full")
+# Per experiment, unless the experiment or --timeout says otherwise: generous for the
+# quick size on a 2-core machine (the slowest quick experiment takes a few minutes).
+DEFAULT_TIMEOUT_S = {"quick": 20 * 60.0, "full": 6 * 3600.0}
+# After the child's own watchdog fires it needs a moment to print stacks and exit; the
+# parent kills it only if it is still there after this grace period.
+_KILL_GRACE_S = 30.0
+_RECORD_KEYS = ("name", "config", "versions", "device", "wall_time_s", "result")
 
 
 class Progress:
@@ -64,6 +84,9 @@ class Experiment:
       reading: ``reading(result) -> str``, a few sentences saying what the figure shows,
         computed from the result (numbers included), for the report.
       order: position in ``all`` (smaller runs first).
+      timeout_s: per-size time limits in seconds overriding ``DEFAULT_TIMEOUT_S``.
+      module: the module that defines ``EXPERIMENT`` (set by :func:`from_module`); a
+        child process imports it to run the experiment.
     """
 
     name: str
@@ -75,19 +98,42 @@ class Experiment:
     table: Callable[[Result], str]
     reading: Callable[[Result], str]
     order: int = 100
+    timeout_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    module: str = ""
+
+    def config(self, size: str) -> Config:
+        return self.full if size == "full" else self.quick
+
+    def time_limit(self, size: str) -> float:
+        return float(self.timeout_s.get(size, DEFAULT_TIMEOUT_S[size]))
 
 
-def discover() -> dict[str, Experiment]:
-    """All experiment modules in this package, by name, in run order."""
-    package = importlib.import_module("experiments")
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How one isolated run ended: ``status`` is "ok", "failed" or "stalled"."""
+
+    name: str
+    status: str
+    wall_time_s: float
+    detail: str = ""
+
+
+def from_module(module_name: str) -> Experiment | None:
+    """The ``EXPERIMENT`` defined by a module (with ``module`` set), or None."""
+    experiment = getattr(importlib.import_module(module_name), "EXPERIMENT", None)
+    if not isinstance(experiment, Experiment):
+        return None
+    return dataclasses.replace(experiment, module=module_name)
+
+
+def discover(package: str = "experiments") -> dict[str, Experiment]:
+    """All experiment modules in ``package``, by name, in run order."""
     found = []
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"experiments.{info.name}")
-        experiment = getattr(module, "EXPERIMENT", None)
-        if isinstance(experiment, Experiment):
-            found.append(experiment)
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not info.name.startswith("_"):
+            experiment = from_module(f"{package}.{info.name}")
+            if experiment is not None:
+                found.append(experiment)
     return {e.name: e for e in sorted(found, key=lambda e: (e.order, e.name))}
 
 
@@ -115,14 +161,25 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "device": device}
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that readers see the old file or the new, never half."""
+    """Writes ``data`` to ``path`` so that readers see the old file or the new, never half.
+
+    The file gets the usual umask-derived mode (``mkstemp`` alone would leave it 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -144,28 +201,89 @@ def _jsonable(config: Config) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config)))
 
 
-def is_done(experiment: Experiment, config: Config, out: pathlib.Path) -> bool:
-    """True when a result for exactly this configuration, and its figure, exist."""
-    result_path = out / "results" / f"{experiment.name}.json"
-    figure_path = out / "figures" / f"{experiment.name}.png"
-    if not (result_path.exists() and figure_path.exists()):
-        return False
+def result_path(out: pathlib.Path, name: str) -> pathlib.Path:
+    return out / "results" / f"{name}.json"
+
+
+def figure_path(out: pathlib.Path, name: str) -> pathlib.Path:
+    return out / "figures" / f"{name}.png"
+
+
+class BadRecord(Exception):
+    """A results file that cannot back the report (unreadable, truncated, wrong keys)."""
+
+
+def load_record(experiment: Experiment, out: pathlib.Path) -> dict[str, Any]:
+    """The experiment's saved record, checked to be one the report can use.
+
+    Raises:
+      FileNotFoundError: no results file.
+      BadRecord: the file does not parse, lacks a key the report reads, or its table and
+        reading cannot be made from it; the message names the file and the fault.
+    """
+    path = result_path(out, experiment.name)
+    text = path.read_text()
     try:
-        saved = json.loads(result_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadRecord(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise BadRecord(f"{path}: expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in _RECORD_KEYS if key not in record]
+    if missing:
+        raise BadRecord(f"{path}: missing keys {missing}")
+    try:
+        experiment.table(record["result"])
+        experiment.reading(record["result"])
+    except Exception as error:  # the experiment's own code decides what a result needs
+        raise BadRecord(f"{path}: its result cannot be tabulated ({error!r})") from None
+    return record
+
+
+def figure_is_sound(path: pathlib.Path) -> bool:
+    """True when ``path`` is a PNG that decodes completely (a truncated one does not)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.format == "PNG"
+    except (OSError, SyntaxError, ValueError):  # PIL's errors for missing/broken images
         return False
-    return saved.get("config") == _jsonable(config)
+
+
+def record_size(experiment: Experiment, record: Mapping[str, Any]) -> str | None:
+    """"quick" or "full" for a saved record (older files: inferred from the config)."""
+    if record.get("size") in SIZES:
+        return record["size"]
+    for size in SIZES:
+        if record.get("config") == _jsonable(experiment.config(size)):
+            return size
+    return None
+
+
+def is_done(experiment: Experiment, config: Config, out: pathlib.Path) -> bool:
+    """True when a sound result for exactly this configuration, and a sound figure, exist."""
+    try:
+        record = load_record(experiment, out)
+    except (OSError, BadRecord):
+        return False
+    return record["config"] == _jsonable(config) and figure_is_sound(
+        figure_path(out, experiment.name)
+    )
 
 
 def run_one(
-    experiment: Experiment, config: Config, out: pathlib.Path, *, progress: bool = True
+    experiment: Experiment, config: Config, out: pathlib.Path, *, size: str = "quick",
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Runs one experiment and writes its JSON and figure atomically; returns the record."""
+    """Runs one experiment in this process; writes its JSON and figure atomically."""
     start = time.perf_counter()
     result = experiment.run(config, Progress(experiment.name, enabled=progress))
     wall = time.perf_counter() - start
     record = {
         "name": experiment.name,
+        "size": size,
         "config": _jsonable(config),
         "seed": config.get("seed"),
         **environment(),
@@ -174,19 +292,125 @@ def run_one(
     }
     payload = json.dumps(record, indent=1, allow_nan=True).encode()
     # Figure first, JSON last: the JSON's presence marks the experiment as finished.
-    experiment.plot(result, out / "figures" / f"{experiment.name}.png")
-    atomic_write_bytes(out / "results" / f"{experiment.name}.json", payload)
+    experiment.plot(result, figure_path(out, experiment.name))
+    atomic_write_bytes(result_path(out, experiment.name), payload)
     return record
 
 
-def write_report(experiments: Iterable[Experiment], out: pathlib.Path) -> pathlib.Path:
-    """Writes REPORT.md from the result files present in ``out`` (atomically)."""
+def run_isolated(
+    experiment: Experiment, config: Config, out: pathlib.Path, *, size: str = "quick",
+    progress: bool = True, timeout_s: float | None = None,
+) -> Outcome:
+    """Runs one experiment in a child process under a watchdog; never hangs the caller.
+
+    The child arms ``faulthandler.dump_traceback_later(timeout_s, exit=True)``: at the
+    limit it writes every thread's stack to stderr and exits, whatever the main thread
+    is blocked in (compiled code included). The parent waits ``_KILL_GRACE_S`` longer
+    and then kills the child.
+    """
+    if not experiment.module:
+        raise ValueError(f"experiment {experiment.name!r} has no module; load it with "
+                         "from_module() or discover()")
+    limit = experiment.time_limit(size) if timeout_s is None else float(timeout_s)
+    job = {"module": experiment.module, "config": _jsonable(config), "out": str(out),
+           "size": size, "progress": progress, "timeout_s": limit}
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "experiments._child", json.dumps(job)]
+    # The child finds this package wherever the parent was started from.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(pathlib.Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
+    )
+    try:
+        child = subprocess.run(command, timeout=limit + _KILL_GRACE_S, check=False, env=env)
+        code = child.returncode
+    except subprocess.TimeoutExpired:
+        code = None
+    wall = time.perf_counter() - start
+    if code == 0:
+        return Outcome(experiment.name, "ok", wall)
+    if code is None or wall >= limit:
+        return Outcome(experiment.name, "stalled", wall,
+                       f"no result after {limit:.0f} s (its stacks are printed above)")
+    return Outcome(experiment.name, "failed", wall, f"exit status {code} (traceback above)")
+
+
+def child_main(job_json: str) -> int:
+    """Entry point of the child process started by :func:`run_isolated`."""
+    job = json.loads(job_json)
+    # exit=True: os._exit after the dump, since a deadlocked main thread never returns.
+    faulthandler.dump_traceback_later(job["timeout_s"], exit=True)
+    experiment = from_module(job["module"])
+    try:
+        run_one(experiment, job["config"], pathlib.Path(job["out"]), size=job["size"],
+                progress=job["progress"])
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.write(f"experiment {experiment.name!r} failed\n")
+        return 1
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    return 0
+
+
+def check_writable(out: pathlib.Path) -> None:
+    """Raises ``OSError`` with a clear message unless results can be written under ``out``.
+
+    Creates the folders and writes (then removes) a probe file in each, so that a path
+    that is a file, a read-only folder or a read-only mount fails before any work.
+    """
+    for folder in (out, out / "results", out / "figures"):
+        if folder.exists() and not folder.is_dir():
+            raise OSError(f"`--out` {out}: {folder} exists and is not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise OSError(f"`--out` {out}: cannot write in {folder} ({error.strerror})") from None
+
+
+def sizes_present(experiments: Iterable[Experiment], out: pathlib.Path) -> dict[str, list[str]]:
+    """The sizes of the results already in ``out``: size -> result files of that size."""
+    by_name = {e.name: e for e in experiments}
+    found: dict[str, list[str]] = {}
+    for path in sorted((out / "results").glob("*.json")):
+        experiment = by_name.get(path.stem)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # unreadable files are reported by write_report, not here
+        size = record.get("size") if experiment is None else record_size(experiment, record)
+        if size in SIZES:
+            found.setdefault(size, []).append(path.name)
+    return found
+
+
+def write_report(
+    experiments: Iterable[Experiment], out: pathlib.Path, outcomes: Iterable[Outcome] = ()
+) -> pathlib.Path:
+    """Writes REPORT.md from the result files present in ``out`` (atomically).
+
+    A results file that cannot be used is named in the report and skipped; the others
+    are still reported. ``outcomes`` that did not succeed are listed at the top.
+    """
     lines = ["# jaxkl: reproduced figures and tables", ""]
+    failures = [o for o in outcomes if o.status != "ok"]
+    if failures:
+        lines += ["**Not finished in the last run:**", ""]
+        lines += [f"- `{o.name}`: {o.status}, {o.detail}" for o in failures]
+        lines.append("")
+    skipped = []
     for experiment in experiments:
-        path = out / "results" / f"{experiment.name}.json"
-        if not path.exists():
+        try:
+            record = load_record(experiment, out)
+        except FileNotFoundError:
             continue
-        record = json.loads(path.read_text())
+        except (OSError, BadRecord) as error:
+            skipped.append(f"- `{experiment.name}`: {error}; rerun it with "
+                           f"`python -m experiments {experiment.name} --force`.")
+            continue
         result = record["result"]
         device = record["device"]
         lines += [
@@ -205,6 +429,9 @@ def write_report(experiments: Iterable[Experiment], out: pathlib.Path) -> pathli
             f"wall time {record['wall_time_s']:.1f} s.</sub>",
             "",
         ]
+    if skipped:
+        lines[2:2] = ["**Results files that could not be read (left out below):**", "",
+                      *skipped, ""]
     report = out / "REPORT.md"
     atomic_write_bytes(report, "\n".join(lines).encode())
     return report
