@@ -26,6 +26,20 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
+# Up to this size the loop over the dimension is unrolled into straight-line code, which
+# XLA fuses and which costs no loop compilation in eager mode; beyond it, a fori_loop
+# keeps the program size independent of d.
+_UNROLL_MAX_DIM = 16
+
+
+def _loop(dim: int, step, init):
+    if dim <= _UNROLL_MAX_DIM:
+        carry = init
+        for i in range(dim):
+            carry = step(i, carry)
+        return carry
+    return jax.lax.fori_loop(0, dim, step, init)
+
 
 def solve_lower_triangular(lower: Array, rhs: Array) -> Array:
     r"""``z`` with ``lower @ z = rhs`` for lower-triangular ``lower`` (forward substitution).
@@ -54,7 +68,7 @@ def solve_lower_triangular(lower: Array, rhs: Array) -> Array:
         value = (jax.lax.dynamic_index_in_dim(rhs, i, axis=-1, keepdims=False) - partial)
         return jax.lax.dynamic_update_index_in_dim(z, value / diagonal, i, axis=-1)
 
-    return jax.lax.fori_loop(0, dim, step, jnp.zeros_like(rhs))
+    return _loop(dim, step, jnp.zeros_like(rhs))
 
 
 def solve_lower_triangular_matrix(lower: Array, rhs: Array) -> Array:
@@ -92,7 +106,7 @@ def cholesky(matrix: Array) -> Array:
         new_column = jnp.where(rows > j, v / pivot, jnp.where(rows == j, pivot, 0))
         return jax.lax.dynamic_update_index_in_dim(factor, new_column, j, axis=-1)
 
-    return jax.lax.fori_loop(0, dim, step, jnp.zeros_like(matrix))
+    return _loop(dim, step, jnp.zeros_like(matrix))
 
 
 def log_abs_det_triangular(lower: Array) -> Array:

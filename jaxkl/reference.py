@@ -250,7 +250,11 @@ def mixture_kl_approximations(q, p) -> MixtureKLApproximations:
             f"`q` and `p` must have the same event dimension, got {q.event_shape} and "
             f"{p.event_shape}."
         )
-    return _approximations_from_params(params_q, params_p)
+    # Compiled once per shape: eagerly, each small op would be dispatched on its own.
+    return _approximations_jit(params_q, params_p)
+
+
+_approximations_jit = jax.jit(_approximations_from_params)
 
 
 # ----------------------------------------------------------------------------------------
