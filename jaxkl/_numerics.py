@@ -62,7 +62,7 @@ def _expm1_jvp(primals, tangents):
     return jnp.expm1(x), jnp.exp(x) * dx
 
 
-def _expm1mx_and_expm1(x):
+def expm1mx_and_derivative(x):
     """``(exp(x) - 1 - x, expm1(x))``, sharing one Taylor series.
 
     Inside ``|x| < 1``: ``s = x**2 * sum_{n>=2} x**(n-2) / n!`` and ``expm1 = s + x`` (the
@@ -90,13 +90,13 @@ def expm1mx(x):
     Inside ``|x| < 1``: ``x**2 * sum_{n>=2} x**(n-2) / n!``; outside: ``exp(x) - 1 - x``.
     Its derivative ``expm1(x)`` is accurate to a few ulps as well.
     """
-    return _expm1mx_and_expm1(x)[0]
+    return expm1mx_and_derivative(x)[0]
 
 
 @expm1mx.defjvp
 def _expm1mx_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    value, derivative = _expm1mx_and_expm1(x)
+    value, derivative = expm1mx_and_derivative(x)
     return value, derivative * dx
 
 

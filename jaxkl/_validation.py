@@ -70,8 +70,17 @@ def compute_dtype(*arrays_or_dtypes) -> jnp.dtype:
 
     bf16/f16 inputs are upcast because KL estimates are small differences of large
     numbers; float64 inputs (under x64) stay float64.
+
+    Written without ``jnp.promote_types`` on mixed dtypes: under
+    ``jax_numpy_dtype_promotion="strict"`` promoting bf16 with float32 raises, and jaxkl
+    must run under strict promotion (callers then cast every input explicitly).
     """
-    return jnp.promote_types(jnp.result_type(*arrays_or_dtypes), jnp.float32)
+    widest = 32
+    for x in arrays_or_dtypes:
+        dtype = jnp.result_type(x)  # one argument: no promotion, allowed under "strict"
+        if jnp.issubdtype(dtype, jnp.floating):
+            widest = max(widest, jnp.finfo(dtype).bits)
+    return jnp.dtype(jnp.float64 if widest > 32 else jnp.float32)
 
 
 def concrete_value(x) -> np.ndarray | None:
