@@ -50,8 +50,8 @@ def _expm1(x: Array) -> Array:
 
 
 def _tanh_half(l: Array) -> Array:
-    """``tanh(l/2) = sign(l) (1 - e^-|l|) / (1 + e^-|l|)`` from the accurate expm1 (XLA's
-    float64 tanh was seen 60 ulps off near |l/2| = 0.4; this is ~2)."""
+    """``tanh(l/2) = sign(l) (1 - e^-|l|) / (1 + e^-|l|)`` from the series expm1: 2.3 ulps
+    (max over |l| <= 6, float32 and float64, against mpmath), XLA:CPU's tanh 3.0."""
     m = _expm1(-jnp.abs(l))
     return jnp.sign(l) * (-m / (2 + m))
 

@@ -394,7 +394,7 @@ def csiszar(log_ratio, *, divergence="reverse_kl", alpha=None, t=None) -> Array:
       >>> jaxkl.csiszar(l, divergence="amari_alpha", alpha=0.5)
       Array([0.79915, 0.     , 5.905  ], dtype=float32)
       >>> jaxkl.csiszar(l, divergence="t_power", t=0.5)
-      Array([0.19979, 0.     , 1.47625], dtype=float32)
+      Array([0.19978821, 0.        , 1.4762464 ], dtype=float32)
     """
     return _elementwise(f_divergence_fn(divergence, alpha=alpha, t=t), log_ratio)
 

@@ -52,6 +52,7 @@ from jaxkl._validation import (
     check_positive_int,
     compute_dtype,
     concrete_value,
+    third_party_promotion,
 )
 from jaxkl.families import Family, Params
 
@@ -142,12 +143,12 @@ def _sample(d, key: Array, n: int) -> Array:
     # distrax broadcasts (n, d) samples against (d,) parameters internally, which a
     # strict jax_numpy_rank_promotion="raise" setting would reject; the shapes it combines
     # are its own, so that promotion is allowed here and nowhere else.
-    with jax.numpy_rank_promotion("allow"):
+    with third_party_promotion():
         return d.sample(seed=key, sample_shape=(n,))
 
 
 def _log_prob(d, x: Array) -> Array:
-    with jax.numpy_rank_promotion("allow"):
+    with third_party_promotion():
         return d.log_prob(x)
 
 
@@ -649,14 +650,18 @@ def fit(
         params = jax.tree.map(_compute, family.init(init_key))
     else:
         params = _check_init_params(init_params, family, init_key)
-    opt_state = optimizer.init(params)
+    with third_party_promotion():
+        opt_state = optimizer.init(params)
     value_and_grad = jax.value_and_grad(loss, has_aux=True)
 
     def step(carry, step_key):
         params, opt_state, num_bad = carry
         (surrogate, value), grads = value_and_grad(params, step_key)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        # optax's transformations mix int32 step counts and float32 state (implicit
+        # promotion, which jaxkl's strict settings would reject inside them).
+        with third_party_promotion():
+            updates, new_opt_state = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(value) & jnp.isfinite(surrogate) & _all_finite(grads)
         ok = ok & _all_finite(new_params)
         params, opt_state = jax.tree.map(

@@ -20,7 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkl import stats
-from jaxkl._validation import check_key, check_positive_int, compute_dtype
+from jaxkl._validation import (
+    check_key,
+    check_positive_int,
+    compute_dtype,
+    third_party_promotion,
+)
 from jaxkl.estimators import F_DIVERGENCES, KL_KERNELS, PARAMETERS, f_divergence_fn
 
 Array = jax.Array
@@ -122,7 +127,7 @@ def sample_log_ratio(q, p, key: Array, num: int) -> Array:
     """``log p(x) - log q(x)`` at ``num`` samples ``x ~ q`` (uses q.sample_and_log_prob)."""
     # The distributions' own internals may rely on implicit rank promotion (distrax's
     # MixtureSameFamily does); jaxkl's strictness is for jaxkl's code, not theirs.
-    with jax.numpy_rank_promotion("allow"):
+    with third_party_promotion():
         if hasattr(q, "sample_and_log_prob"):
             x, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num,))
         else:

@@ -244,13 +244,34 @@ def token_kl(
 
     Clamping. ``log_ratio_clip`` (default 20, as verl) bounds ``l`` and the importance
     log-ratio before any ``exp``, so the value and the gradient stay finite for every
-    finite input (k3 is at most ``exp(20) ~ 4.9e8``); beyond the bound the natural
-    gradient of that token is 0, which is what clamping means. ``value_clip`` (default
-    off) bounds the result to ``[-c, c]`` as verl's ``low_var_kl`` (``c = 10``) and
-    OpenRLHF (``c = 10``) do: it caps a single token's weight at the price of bias. The
-    straight-through gradient uses the unclamped ``l`` (as verl's ``"k3+"`` does).
+    finite input (k3 is at most ``exp(20) ~ 4.9e8``). ``value_clip`` (default off)
+    bounds the result to ``[-c, c]`` as verl's ``low_var_kl`` (``c = 10``) and OpenRLHF
+    (``c = 10``) do: it caps a single token's weight at the price of bias.
     ``log_ratio_clip=None`` gives the exact formula, which overflows to ``inf`` for
     ``l > ~88`` in k3.
+
+    Gradients (with respect to ``logprobs``; a custom JVP computes each in a form
+    without cancellation, and forward mode and second derivatives work):
+
+    - ``"natural"``: ``-k'(l)``;
+    - ``"straight_through"``: ``-l``, k2's gradient, whatever the value clamp (as verl's
+      ``"k3+"``);
+    - ``"importance_weighted"``: ``w (k(l) - k'(l))``, ``w = pi / pi_old``; for k3 that
+      is ``-w l``, computed as such (the difference of ``w k3`` and ``w expm1(l)``, two
+      numbers of size ``w e^l``, would lose it in float32).
+
+    **A clamped token contributes no gradient, under every option**: a clamp replaces
+    the token by a constant. Clamped means ``|l| > log_ratio_clip``, or
+    ``|k| > value_clip`` (not for straight-through), or, for importance weighting,
+    ``|log pi - log pi_old| > log_ratio_clip``. (The derivative of the clamped
+    expression would be the score of a constant, ``w k(c)``: sign-flipped and ``e^c``
+    large.) A token that cannot be a sample (``logprobs`` or ``old_logprobs`` not
+    finite, ``ref_logprobs`` NaN or ``+inf``) also gets 0 gradient, its value being
+    whatever the formula gives (NaN, inf), so that a mask applied later (as
+    :func:`jaxkl.rl.aggregate` does) keeps NaN out of the backward pass too. A
+    ``ref_logprobs`` of ``-inf`` (a token the reference cannot produce) is a clamped
+    token unless ``log_ratio_clip=None``, where the exact values and gradients are
+    infinite.
 
     Args:
       logprobs: ``log pi(y_t)`` at the sampled tokens; any shape, float dtype (bf16 ok).
@@ -276,6 +297,10 @@ def token_kl(
       >>> g = jax.grad(lambda x: rl.token_kl(x, ref, gradient="straight_through").sum())
       >>> g(logp)  # k2's gradient, logp - ref
       Array([ 0.5, -1. ], dtype=float32)
+      >>> iw = jax.grad(lambda x: rl.token_kl(x, jnp.array([-11.0, -35.0]),
+      ...                                     gradient="importance_weighted").sum())
+      >>> iw(jnp.array([-30.0, -5.0]))  # -w l = -19 at w = 1; l = -30 is clamped: 0
+      Array([-19.,   0.], dtype=float32)
     """
     logprobs = check_float_array(logprobs, "logprobs")
     ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
