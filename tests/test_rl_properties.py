@@ -41,7 +41,7 @@ VALUE_CLIPS = (None, 10.0, 0.5)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grad_fn(estimator, gradient, log_ratio_clip, value_clip, with_old, with_mask):
     def loss(logp, ref_logp, old, mask):
         return rl.token_kl(logp, ref_logp, estimator=estimator, gradient=gradient,
