@@ -5,9 +5,12 @@ The public API is re-exported here; see DESIGN.md and the README for the science
 
 from jaxkl import families, fitting, rl, sharding, stats
 from jaxkl.estimators import (
+    DIVERGENCE_NAMES,
     F_DIVERGENCES,
     control_variate,
     csiszar,
+    csiszar_dual,
+    csiszar_symmetrized,
     forward_kl,
     k1,
     k2,
@@ -39,6 +42,7 @@ from jaxkl.stats import Interval, Stats, describe, relative_error
 __version__ = "0.1.0"
 
 __all__ = [
+    "DIVERGENCE_NAMES",
     "F_DIVERGENCES",
     "FitResult",
     "GaussianMixture",
@@ -50,6 +54,8 @@ __all__ = [
     "Stats",
     "control_variate",
     "csiszar",
+    "csiszar_dual",
+    "csiszar_symmetrized",
     "describe",
     "estimate",
     "exact_kl",

@@ -32,7 +32,7 @@ def _num_terms(dtype) -> int:
     return n
 
 
-def _horner(coefficients, x):
+def horner(coefficients, x):
     """Evaluates sum_k coefficients[k] * x**k by Horner's rule (coefficients static)."""
     acc = jnp.full_like(x, coefficients[-1])
     for c in coefficients[-2::-1]:
@@ -62,7 +62,7 @@ def _expm1_jvp(primals, tangents):
     return jnp.expm1(x), jnp.exp(x) * dx
 
 
-def _expm1mx_and_expm1(x):
+def expm1mx_and_derivative(x):
     """``(exp(x) - 1 - x, expm1(x))``, sharing one Taylor series.
 
     Inside ``|x| < 1``: ``s = x**2 * sum_{n>=2} x**(n-2) / n!`` and ``expm1 = s + x`` (the
@@ -74,7 +74,7 @@ def _expm1mx_and_expm1(x):
     inside, xs = _series_input(x)
     n = _num_terms(x.dtype)
     coefficients = [1.0 / math.factorial(k + 2) for k in range(n - 1)]
-    series = xs * xs * _horner(coefficients, xs)
+    series = xs * xs * horner(coefficients, xs)
     value = jnp.where(inside, series, (jnp.exp(x) - 1) - x)
     # expm1, not the value's exp(x) - 1: given one shared exp, XLA:CPU writes it to memory
     # for the value's pass and the gradient's pass to read (seen in the compiled HLO of
@@ -90,13 +90,13 @@ def expm1mx(x):
     Inside ``|x| < 1``: ``x**2 * sum_{n>=2} x**(n-2) / n!``; outside: ``exp(x) - 1 - x``.
     Its derivative ``expm1(x)`` is accurate to a few ulps as well.
     """
-    return _expm1mx_and_expm1(x)[0]
+    return expm1mx_and_derivative(x)[0]
 
 
 @expm1mx.defjvp
 def _expm1mx_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    value, derivative = _expm1mx_and_expm1(x)
+    value, derivative = expm1mx_and_derivative(x)
     return value, derivative * dx
 
 
@@ -110,7 +110,7 @@ def xexpx_minus_expm1(x):
     inside, xs = _series_input(x)
     n = _num_terms(x.dtype) + 1
     coefficients = [(k + 1) / math.factorial(k + 2) for k in range(n - 1)]
-    series = xs * xs * _horner(coefficients, xs)
+    series = xs * xs * horner(coefficients, xs)
     return jnp.where(inside, series, jnp.exp(x) * (x - 1) + 1)
 
 
@@ -134,26 +134,27 @@ def _js_series_coefficients(dtype):
     return coefficients
 
 
-def js_f(x):
-    """Jensen-Shannon generator at ratio ``u = exp(x)``, accurate near ``x = 0``.
-
-    ``f(u) = [u log u - (1 + u) log((1 + u) / 2)] / 2``, written with ``t = tanh(x/2)`` as
-    ``f = (1 + u)/4 * [(1+t) log(1+t) + (1-t) log(1-t)]``. The bracket is an even series in
-    ``t`` with positive coefficients (used for ``|t| < 1/2``); outside, its logs are
-    rewritten with softplus so that neither ``1 - t`` nor ``log(1 - t)`` underflows.
-    """
-    t = jnp.tanh(x / 2)
+def js_bracket(x, t):
+    """``(1+t)log(1+t) + (1-t)log(1-t)`` at ``t = tanh(x/2)``: an even series in ``t`` with
+    positive coefficients for ``|t| < 1/2``; outside, the logs are rewritten with
+    softplus so that neither ``1 - t`` nor ``log(1 - t)`` underflows."""
     inside = jnp.abs(t) < 0.5
     ts = jnp.where(inside, t, jnp.zeros_like(t))
     coefficients = _js_series_coefficients(x.dtype)
-    series = ts * ts * _horner(coefficients, ts * ts)
+    series = ts * ts * horner(coefficients, ts * ts)
     log2 = np.log(2.0).astype(x.dtype)
     one_plus_t = 2 * jax.nn.sigmoid(x)
     one_minus_t = 2 * jax.nn.sigmoid(-x)
     direct = one_plus_t * (log2 - jax.nn.softplus(-x)) + one_minus_t * (
         log2 - jax.nn.softplus(x)
     )
-    bracket = jnp.where(inside, series, direct)
-    # (1 + u) / 4 written so that it is exact for large negative x and overflows only
-    # where the true value does.
-    return (1 + jnp.exp(x)) / 4 * bracket
+    return jnp.where(inside, series, direct)
+
+
+def js_f(x):
+    """Jensen-Shannon generator at ratio ``u = exp(x)``, accurate near ``x = 0``.
+
+    ``f(u) = [u log u - (1 + u) log((1 + u) / 2)] / 2``, written with ``t = tanh(x/2)`` as
+    ``f = (1 + u)/4 * [(1+t) log(1+t) + (1-t) log(1-t)]`` (see :func:`js_bracket`).
+    """
+    return (1 + jnp.exp(x)) / 4 * js_bracket(x, jnp.tanh(x / 2))

@@ -6,7 +6,8 @@ they raise ``TypeError``/``ValueError`` messages that name the offending argumen
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +71,17 @@ def compute_dtype(*arrays_or_dtypes) -> jnp.dtype:
 
     bf16/f16 inputs are upcast because KL estimates are small differences of large
     numbers; float64 inputs (under x64) stay float64.
+
+    Written without ``jnp.promote_types`` on mixed dtypes: under
+    ``jax_numpy_dtype_promotion="strict"`` promoting bf16 with float32 raises, and jaxkl
+    must run under strict promotion (callers then cast every input explicitly).
     """
-    return jnp.promote_types(jnp.result_type(*arrays_or_dtypes), jnp.float32)
+    widest = 32
+    for x in arrays_or_dtypes:
+        dtype = jnp.result_type(x)  # one argument: no promotion, allowed under "strict"
+        if jnp.issubdtype(dtype, jnp.floating):
+            widest = max(widest, jnp.finfo(dtype).bits)
+    return jnp.dtype(jnp.float64 if widest > 32 else jnp.float32)
 
 
 def concrete_value(x) -> np.ndarray | None:
@@ -153,3 +163,17 @@ def check_scalar(value, name: str):
     if np.ndim(value) != 0:
         raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
     return value
+
+
+@contextlib.contextmanager
+def third_party_promotion() -> Iterator[None]:
+    """JAX's default promotion rules around calls into distrax, TFP and optax.
+
+    jaxkl's own code runs under ``jax_numpy_rank_promotion="raise"`` and
+    ``jax_numpy_dtype_promotion="strict"`` (the test suite sets both). The libraries it
+    calls rely on implicit promotion internally (distrax broadcasts ``(n, d)`` samples
+    against ``(d,)`` parameters; optax's Adam computes ``decay ** count`` with an int32
+    count), so they get the standard rules back for the duration of their call only.
+    """
+    with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+        yield

@@ -298,7 +298,9 @@ def full_covariance_gaussian(
         params = _float_params(params)
         raw = params["raw_scale_tril"]
         positive_diagonal = to_scale(jnp.diagonal(raw, axis1=-2, axis2=-1))
-        scale_tril = jnp.where(strict_lower, raw, 0) + positive_diagonal[..., None] * diagonal
+        scale_tril = jnp.where(strict_lower, raw, 0) + jnp.where(
+            diagonal, positive_diagonal[..., None], 0
+        )
         return MultivariateNormalTri(params["loc"], scale_tril)
 
     return Family(

@@ -14,7 +14,12 @@ a :class:`jaxkl.families.Family`) and the target p, with the gradient estimator 
 ``"forward_kl_snis"``      KL(p||q)         self-normalised IS from q           unnormalised
 ``"renyi"``                D_alpha          reparameterisation (VR bound)       unnormalised
 ``"amari_alpha"``          D_alpha          reparameterisation                  normalised
+any other name of          D_f(p||q)        reparameterisation                  normalised
+:data:`jaxkl.DIVERGENCE_NAMES` (``"jensen_shannon"``, ``"t_power"`` with ``t``, ...)
 =========================  ===============  ==================================  ===========
+
+The divergence names are those of :func:`jaxkl.csiszar` and :func:`jaxkl.estimate` (one
+vocabulary); the suffixed names pick another gradient estimator for the same divergence.
 
 Both alpha families use the library's convention (as in :func:`jaxkl.csiszar`): ``alpha
 = 0`` is KL(q||p) (mode-seeking) and ``alpha = 1`` is KL(p||q) (mass-covering), and
@@ -47,6 +52,7 @@ from jaxkl._validation import (
     check_positive_int,
     compute_dtype,
     concrete_value,
+    third_party_promotion,
 )
 from jaxkl.families import Family, Params
 
@@ -61,12 +67,18 @@ DIVERGENCES = (
     "forward_kl",
     "forward_kl_snis",
     "renyi",
-    "amari_alpha",
+    # Every other divergence name of jaxkl.csiszar (one vocabulary with csiszar and
+    # estimate): mean f(r) - f(1) - f'(1)(r - 1) over reparameterised samples of q.
+    *(name for name in estimators.DIVERGENCE_NAMES if name not in ("reverse_kl", "forward_kl")),
+)
+_CSISZAR_OBJECTIVES = tuple(
+    name for name in estimators.DIVERGENCE_NAMES if name not in ("reverse_kl", "forward_kl")
 )
 _NEEDS_ALPHA = ("renyi", "amari_alpha")
+_NEEDS_T = ("t_power",)
 # Their estimators use E_q[p/q] = 1 or log p itself, so a log density known only up to a
 # constant would give a different objective (and a different minimiser).
-_NEEDS_NORMALISED = ("reverse_kl_score_k3", "forward_kl", "amari_alpha")
+_NEEDS_NORMALISED = ("reverse_kl_score_k3", "forward_kl", *_CSISZAR_OBJECTIVES)
 
 
 class FitResult(NamedTuple):
@@ -131,12 +143,12 @@ def _sample(d, key: Array, n: int) -> Array:
     # distrax broadcasts (n, d) samples against (d,) parameters internally, which a
     # strict jax_numpy_rank_promotion="raise" setting would reject; the shapes it combines
     # are its own, so that promotion is allowed here and nowhere else.
-    with jax.numpy_rank_promotion("allow"):
+    with third_party_promotion():
         return d.sample(seed=key, sample_shape=(n,))
 
 
 def _log_prob(d, x: Array) -> Array:
-    with jax.numpy_rank_promotion("allow"):
+    with third_party_promotion():
         return d.log_prob(x)
 
 
@@ -332,8 +344,7 @@ def _renyi(log_p, family, n, alpha) -> LossFn:
     return loss
 
 
-def _amari(log_p, family, n, alpha) -> LossFn:
-    kernel = estimators.f_divergence_fn("amari_alpha", alpha=alpha)
+def _csiszar_objective(log_p, family, n, kernel) -> LossFn:
 
     def loss(params, key):
         q = family.distribution(params)
@@ -359,8 +370,8 @@ def _check_alpha(divergence: str, alpha) -> Any:
         raise ValueError(f"`alpha` must be a scalar, got shape {jnp.shape(alpha)}.")
     if divergence == "amari_alpha":
         try:
-            alpha = float(alpha)
-        except TypeError:  # traced (jax.errors.ConcretizationTypeError) or not a number
+            return estimators.check_parameter(alpha, "alpha")
+        except TypeError:  # traced or not a number
             raise TypeError("`alpha` must be a Python float for divergence='amari_alpha' "
                             "(use 'renyi' to vmap over alpha).") from None
     value = concrete_value(alpha)
@@ -369,8 +380,19 @@ def _check_alpha(divergence: str, alpha) -> Any:
     return alpha
 
 
+def _check_t(divergence: str, t) -> float | None:
+    if divergence not in _NEEDS_T:
+        if t is not None:
+            raise ValueError(f"`t` is only used with divergence in {list(_NEEDS_T)}, "
+                             f"not {divergence!r}.")
+        return None
+    if t is None:
+        raise ValueError(f"divergence={divergence!r} needs `t` (a finite number).")
+    return estimators.check_parameter(t, "t")
+
+
 def make_loss(
-    p, family: Family, *, divergence: str, num_samples: int, alpha=None
+    p, family: Family, *, divergence: str, num_samples: int, alpha=None, t=None
 ) -> LossFn:
     r"""The stochastic objective that :func:`fit` minimises, for custom training loops.
 
@@ -401,6 +423,11 @@ def make_loss(
       it only sees the modes that q's samples reach.
     - ``amari_alpha``: ``mean f_a(r)`` with Amari's ``f_a(u) = (u^a - 1 - a(u-1)) /
       (a(a-1))`` (:func:`jaxkl.csiszar`); ``alpha`` a Python float.
+    - every other divergence name of :func:`jaxkl.csiszar` (``jensen_shannon``,
+      ``squared_hellinger``, ``total_variation``, ``pearson_chi2``, ``chi_square``,
+      ``triangular``, ``log1p_abs``, ``jeffreys``, ``arithmetic_geometric``,
+      ``modified_gan``, ``t_power`` with ``t``): ``mean(f(r) - f(1) - f'(1)(r - 1))``
+      over reparameterised samples of q, an unbiased estimate of ``D_f(p||q)``.
 
     For mixture families, reparameterised objectives draw ``num_samples`` per component
     (stratified; see :func:`jaxkl.families.gaussian_mixture`).
@@ -412,6 +439,7 @@ def make_loss(
       divergence: one of :data:`DIVERGENCES`.
       num_samples: Monte Carlo samples per evaluation.
       alpha: for ``"renyi"`` and ``"amari_alpha"`` only.
+      t: for ``"t_power"`` only (a finite Python number).
 
     Returns:
       ``loss(params, key) -> (surrogate, estimate)``, both float32 at least.
@@ -435,6 +463,7 @@ def make_loss(
         raise TypeError(f"`family` must be a jaxkl.families.Family, got {type(family).__name__}.")
     n = check_positive_int(num_samples, "num_samples")
     alpha = _check_alpha(divergence, alpha)
+    t = _check_t(divergence, t)
     _check_target(p, family, divergence)
     log_p = _log_density(p)
     if divergence in ("reverse_kl", "reverse_kl_stl"):
@@ -448,11 +477,13 @@ def make_loss(
         return _forward_kl_snis(log_p, family, n)
     if divergence == "renyi":
         return _renyi(log_p, family, n, alpha)
-    return _amari(log_p, family, n, alpha)
+    kernel = estimators.f_divergence_fn(divergence, alpha=alpha, t=t)
+    return _csiszar_objective(log_p, family, n, kernel)
 
 
 def evaluate(
-    p, family: Family, params: Params, *, divergence: str, key, num_samples: int, alpha=None
+    p, family: Family, params: Params, *, divergence: str, key, num_samples: int, alpha=None,
+    t=None,
 ) -> Array:
     """A many-sample estimate of the objective at ``params`` (no gradient needed).
 
@@ -462,7 +493,7 @@ def evaluate(
     ``"reverse_kl_score_k3"``).
 
     Args:
-      p, family, divergence, alpha: as in :func:`make_loss`.
+      p, family, divergence, alpha, t: as in :func:`make_loss`.
       params: parameters of ``family``.
       key: a JAX PRNG key.
       num_samples: samples for the estimate (its standard error falls as
@@ -480,7 +511,8 @@ def evaluate(
       >>> round(float(kl), 1)
       0.5
     """
-    loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha)
+    loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha,
+                     t=t)
     return loss(jax.lax.stop_gradient(params), check_key(key))[1]
 
 
@@ -553,6 +585,7 @@ def fit(
     optimizer: optax.GradientTransformation | None = None,
     init_params: Params | None = None,
     alpha=None,
+    t=None,
 ) -> FitResult:
     r"""Fits ``q = family.distribution(params)`` to ``p`` by stochastic optimisation.
 
@@ -584,6 +617,7 @@ def fit(
       init_params: starting parameters (the structure of ``family.init``'s output);
         default ``family.init`` with a key split from ``key``. Cast to float32 at least.
       alpha: for ``"renyi"`` (may be traced, so ``vmap`` over it) and ``"amari_alpha"``.
+      t: for ``"t_power"`` (a finite Python number).
 
     Returns:
       A :class:`FitResult` with ``params``, ``.q``, ``losses`` and
@@ -602,7 +636,8 @@ def fit(
       >>> round(float(result.q.mean()), 1), round(float(result.q.stddev()), 1)
       (2.0, 0.5)
     """
-    loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha)
+    loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha,
+                     t=t)
     num_steps = check_positive_int(num_steps, "num_steps")
     if optimizer is None:
         optimizer = default_optimizer(num_steps)
@@ -615,14 +650,18 @@ def fit(
         params = jax.tree.map(_compute, family.init(init_key))
     else:
         params = _check_init_params(init_params, family, init_key)
-    opt_state = optimizer.init(params)
+    with third_party_promotion():
+        opt_state = optimizer.init(params)
     value_and_grad = jax.value_and_grad(loss, has_aux=True)
 
     def step(carry, step_key):
         params, opt_state, num_bad = carry
         (surrogate, value), grads = value_and_grad(params, step_key)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        # optax's transformations mix int32 step counts and float32 state (implicit
+        # promotion, which jaxkl's strict settings would reject inside them).
+        with third_party_promotion():
+            updates, new_opt_state = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(value) & jnp.isfinite(surrogate) & _all_finite(grads)
         ok = ok & _all_finite(new_params)
         params, opt_state = jax.tree.map(
@@ -650,6 +689,7 @@ def fit_multistart(
     optimizer: optax.GradientTransformation | None = None,
     init_params: Params | None = None,
     alpha=None,
+    t=None,
     eval_num_samples: int = 4096,
     eval_key=None,
 ) -> MultiStartResult:
@@ -662,7 +702,7 @@ def fit_multistart(
     that were not finite score ``inf``.
 
     Args:
-      p, family, divergence, num_steps, num_samples, optimizer, alpha: as in :func:`fit`.
+      p, family, divergence, num_steps, num_samples, optimizer, alpha, t: as in :func:`fit`.
       key: a PRNG key, split into one key per start.
       num_starts: how many starts.
       init_params: optional starting parameters stacked along a leading axis of size
@@ -700,13 +740,13 @@ def fit_multistart(
     def one(start_key, start_params):
         return fit(p, family, divergence=divergence, key=start_key, num_steps=num_steps,
                    num_samples=num_samples, optimizer=optimizer, init_params=start_params,
-                   alpha=alpha)
+                   alpha=alpha, t=t)
 
     starts = jax.vmap(one)(start_keys, init_params)
 
     def score(params):
         return evaluate(p, family, params, divergence=divergence, key=eval_key,
-                        num_samples=eval_num_samples, alpha=alpha)
+                        num_samples=eval_num_samples, alpha=alpha, t=t)
 
     # One compiled call rather than op-by-op dispatch when called eagerly.
     scores = jax.jit(jax.vmap(score))(starts.params)

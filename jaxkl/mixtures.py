@@ -34,6 +34,7 @@ from jaxkl._validation import (
     check_same_shape,
     compute_dtype,
     concrete_value,
+    third_party_promotion,
 )
 
 Array = jax.Array
@@ -76,7 +77,7 @@ class GaussianMixture(distrax.MixtureSameFamily):
     """
 
     def log_prob(self, value) -> Array:
-        with jax.numpy_rank_promotion("allow"):
+        with third_party_promotion():
             return super().log_prob(value)
 
 

@@ -19,18 +19,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkl import _numerics, stats
-from jaxkl._validation import check_key, check_positive_int, compute_dtype
-from jaxkl.estimators import F_DIVERGENCES, KL_KERNELS
+from jaxkl import stats
+from jaxkl._validation import (
+    check_key,
+    check_positive_int,
+    compute_dtype,
+    third_party_promotion,
+)
+from jaxkl.estimators import F_DIVERGENCES, KL_KERNELS, PARAMETERS, f_divergence_fn
 
 Array = jax.Array
 
-# Per-sample estimators available by name in `estimate`, as kernels of the log-ratio.
-ESTIMATORS: dict[str, Callable[[Array], Array]] = {
-    **KL_KERNELS,
-    "forward": _numerics.xexpx_minus_expm1,
-    **{name: fn for name, fn in F_DIVERGENCES.items() if name not in ("reverse_kl", "forward_kl")},
-}
+# Per-sample estimators available by name in `estimate`, as kernels of the log-ratio:
+# Schulman's k1, k2, k3 (KL(q||p)) and every divergence name of jaxkl.csiszar (the one
+# vocabulary of csiszar, estimate and fit); "amari_alpha" and "t_power" take `alpha`/`t`.
+ESTIMATORS: dict[str, Callable[[Array], Array]] = {**KL_KERNELS, **F_DIVERGENCES}
+# Names kept from before the common vocabulary, each an alias of a divergence name: the
+# result is keyed by the name the caller passed.
+ALIASES: dict[str, str] = {"forward": "forward_kl"}
 # The control variate -l + lam* (r - 1) with lam* = Cov(l, r) / Var(r) estimated from the
 # same samples (see `jaxkl.optimal_cv_lambda` for its O(1/n) bias).
 OPTIMAL_CV = "cv*"
@@ -40,10 +46,16 @@ OPTIMAL_CV = "cv*"
 DEFAULT_CHUNK_SIZE = 2**18
 
 
-def _resolve(estimators) -> tuple[tuple[str, ...], tuple[Callable[[Array], Array], ...]]:
-    """Names and kernels of the requested estimators; callables are named by __name__."""
+def _resolve(estimators, parameters=None):
+    """Names and kernels of the requested estimators; callables are named by __name__.
+
+    ``parameters`` maps ``"alpha"``/``"t"`` to the values given to :func:`estimate`;
+    each must be used by a requested name (a stray one is an error, as in csiszar).
+    """
+    parameters = {k: v for k, v in (parameters or {}).items() if v is not None}
     if isinstance(estimators, str):
         estimators = (estimators,)
+    used = set()
     if isinstance(estimators, Mapping):
         items = list(estimators.items())
     else:
@@ -51,13 +63,24 @@ def _resolve(estimators) -> tuple[tuple[str, ...], tuple[Callable[[Array], Array
         for e in estimators:
             if callable(e):
                 items.append((getattr(e, "__name__", repr(e)), e))
-            elif e == OPTIMAL_CV or e in ESTIMATORS:
-                items.append((e, ESTIMATORS.get(e)))
+            elif isinstance(e, str) and e in PARAMETERS:
+                parameter = PARAMETERS[e]
+                if parameter not in parameters:
+                    raise ValueError(f"Estimator {e!r} needs `{parameter}` (a finite number).")
+                used.add(parameter)
+                items.append((e, f_divergence_fn(e, **{parameter: parameters[parameter]})))
+            elif e == OPTIMAL_CV or e in ESTIMATORS or e in ALIASES:
+                items.append((e, ESTIMATORS.get(ALIASES.get(e, e))))
             else:
                 raise ValueError(
                     f"Unknown estimator {e!r} in `estimators`; expected callables or names "
-                    f"from {[*ESTIMATORS, OPTIMAL_CV]}."
+                    f"from {[*ESTIMATORS, *PARAMETERS, OPTIMAL_CV]} (or the alias 'forward' "
+                    "of 'forward_kl')."
                 )
+    stray = set(parameters) - used
+    if stray:
+        raise ValueError(f"`{sorted(stray)[0]}` is only used with the estimators "
+                         f"{[n for n, p in PARAMETERS.items() if p in stray]}.")
     if not items:
         raise ValueError("`estimators` must name at least one estimator.")
     names = tuple(name for name, _ in items)
@@ -104,7 +127,7 @@ def sample_log_ratio(q, p, key: Array, num: int) -> Array:
     """``log p(x) - log q(x)`` at ``num`` samples ``x ~ q`` (uses q.sample_and_log_prob)."""
     # The distributions' own internals may rely on implicit rank promotion (distrax's
     # MixtureSameFamily does); jaxkl's strictness is for jaxkl's code, not theirs.
-    with jax.numpy_rank_promotion("allow"):
+    with third_party_promotion():
         if hasattr(q, "sample_and_log_prob"):
             x, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num,))
         else:
@@ -193,7 +216,7 @@ def summaries(moments: stats.Moments, names, where) -> dict[str, stats.Stats]:
     return out
 
 
-def prepare(q, p, num_samples, estimators, chunk_size):
+def prepare(q, p, num_samples, estimators, chunk_size, parameters=None):
     """Validates the arguments of :func:`estimate`; returns (names, features, where, chunk)."""
     _check_distribution(q, "q", need_sample=True)
     _check_distribution(p, "p", need_sample=False)
@@ -205,7 +228,7 @@ def prepare(q, p, num_samples, estimators, chunk_size):
             f"`num_samples` = {num_samples} exceeds this mode's index range ({limit}); "
             "enable jax_enable_x64 for more samples."
         )
-    names, kernels = _resolve(estimators)
+    names, kernels = _resolve(estimators, parameters)
     features, where = _features(names, kernels)
     # Small runs get a smaller chunk, rounded up to a power of two so that the number of
     # compiled variants stays logarithmic in num_samples (at most 2x padding).
@@ -222,6 +245,8 @@ def estimate(
     estimators: Sequence[str | Callable] | Mapping[str, Callable] = ("k1", "k2", "k3"),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     mesh=None,
+    alpha=None,
+    t=None,
 ) -> dict[str, stats.Stats]:
     r"""Monte Carlo estimates of KL(q||p) (and friends) from ``num_samples`` samples of q.
 
@@ -233,10 +258,16 @@ def estimate(
 
     Names: ``k1``, ``k2``, ``k3`` (KL(q||p), see :mod:`jaxkl.estimators`), ``cv*`` (the
     control variate ``-l + lam*(r - 1)`` with ``lam*`` estimated from the same samples;
-    its O(1/n) bias is discussed at :func:`jaxkl.optimal_cv_lambda`), ``forward``
-    (KL(p||q)), and the f-divergences ``jensen_shannon``, ``squared_hellinger``,
-    ``total_variation``, ``pearson_chi2`` (D_f(p||q)). Callables of the log-ratio are
-    accepted too (named by ``__name__``, or pass a mapping name -> callable).
+    its O(1/n) bias is discussed at :func:`jaxkl.optimal_cv_lambda`), and every
+    divergence name of :func:`jaxkl.csiszar` (:data:`jaxkl.DIVERGENCE_NAMES`, the names
+    :func:`jaxkl.fit` uses too): ``reverse_kl`` (the same per-sample values as ``k3``),
+    ``forward_kl`` (KL(p||q)), ``jensen_shannon``, ``squared_hellinger``,
+    ``total_variation``, ``pearson_chi2``, ``chi_square``, ``triangular``,
+    ``log1p_abs``, ``jeffreys``, ``arithmetic_geometric``, ``modified_gan``, and
+    ``amari_alpha`` / ``t_power`` with ``alpha`` / ``t``. ``"forward"`` is accepted as an
+    alias of ``"forward_kl"`` (its name before the common vocabulary; the result keeps
+    the name passed). Callables of the log-ratio are accepted too (named by
+    ``__name__``, or pass a mapping name -> callable).
 
     Reference: J. Schulman, "Approximating KL Divergence", 2020.
 
@@ -251,6 +282,8 @@ def estimate(
       mesh: opt-in sharding: a ``jax.sharding.Mesh`` (see :mod:`jaxkl.sharding`) whose
         devices share the chunks; the result equals the single-device one for the same
         key up to floating-point reduction order.
+      alpha: the Amari alpha of ``"amari_alpha"`` (a finite Python number).
+      t: the exponent of ``"t_power"`` (a finite Python number).
 
     Returns:
       Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count).
@@ -267,10 +300,10 @@ def estimate(
 
         return sharding.estimate_sharded(q, p, key=key, num_samples=num_samples,
                                          estimators=estimators, chunk_size=chunk_size,
-                                         mesh=mesh)
+                                         mesh=mesh, alpha=alpha, t=t)
     key = check_key(key)
     num_samples, names, features, where, chunk_size = prepare(
-        q, p, num_samples, estimators, chunk_size
+        q, p, num_samples, estimators, chunk_size, {"alpha": alpha, "t": t}
     )
     moments = stream_moments(q, p, key, num_samples, features=features, chunk_size=chunk_size)
     return summaries(moments, names, where)

@@ -214,6 +214,8 @@ def estimate_sharded(
     chunk_size: int = montecarlo.DEFAULT_CHUNK_SIZE,
     mesh: Mesh | None = None,
     chunks_per_call: int = DEFAULT_CHUNKS_PER_CALL,
+    alpha=None,
+    t=None,
 ) -> dict[str, stats.Stats]:
     r""":func:`jaxkl.estimate`, with the chunks spread over the devices of ``mesh``.
 
@@ -239,6 +241,8 @@ def estimate_sharded(
       mesh: a :class:`jax.sharding.Mesh`; every axis is used. Default
         :func:`device_mesh` over all devices (of all processes under ``jax.distributed``).
       chunks_per_call: at most this many chunks per device in one compiled call.
+      alpha, t: the parameters of ``"amari_alpha"`` / ``"t_power"``, as for
+        :func:`jaxkl.estimate`.
 
     Returns:
       Mapping from estimator name to :class:`jaxkl.Stats`, replicated on every device of
@@ -257,7 +261,7 @@ def estimate_sharded(
     mesh = _check_mesh(mesh)
     key = check_key(key)
     num_samples, names, features, where, chunk_size = montecarlo.prepare(
-        q, p, num_samples, estimators, chunk_size
+        q, p, num_samples, estimators, chunk_size, {"alpha": alpha, "t": t}
     )
     chunks_per_call = check_positive_int(chunks_per_call, "chunks_per_call")
     # Typed keys travel as their raw data: device_put onto a mesh that spans several

@@ -245,7 +245,7 @@ def sequence_surrogate(config, theta, tokens, ref_table, old_table, eos_token):
         to_go = jnp.stack([penalty[t:].sum() for t in range(tokens.shape[-1])])
         score = logp if config.gradient == "natural" else jnp.exp(logp - old)
         values = jnp.where(mask, to_go * score, 0)
-    return values.sum() / mask.sum()
+    return values.sum() / mask.sum().astype(values.dtype)
 
 
 def test_enumeration_matches_monte_carlo_sequences(x64):

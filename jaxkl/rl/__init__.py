@@ -7,7 +7,7 @@ full-vocabulary KL and the GRPO objective.
   gradient is the reverse-KL gradient.
 - :func:`aggregate`: the masked loss reductions of verl/TRL/Dr. GRPO.
 - :func:`full_kl`: exact per-token KL over the vocabulary from logits, streamed, with a
-  memory-bounded custom VJP.
+  memory-bounded custom JVP (forward and reverse mode).
 - :func:`group_advantages`, :func:`clipped_surrogate`, :func:`grpo_loss`,
   :func:`adaptive_kl_controller`, :func:`fixed_kl_controller`: GRPO.
 - :mod:`audit` (:func:`audit_categorical`, :func:`audit_sequence`): the exact expected

@@ -157,6 +157,11 @@ def token_surrogate(
     penalty evaluated at the sampling policy ``old_logprobs``. The values of reward
     surrogates are not KL estimates; only their gradients mean something.
     """
+    # A token the sampling policy cannot produce (old log-prob -inf: a -inf logit) has
+    # weight 0 in every expectation; masking it keeps its undefined terms (pi / pi_old =
+    # 0 / 0, log pi = -inf) out of the values and the backward pass.
+    sampled = old_logprobs > -jnp.inf
+    mask = sampled if mask is None else mask & sampled
     if config.placement == "loss":
         return token_kl(
             logprobs,
@@ -177,6 +182,10 @@ def token_surrogate(
         value_clip=value_clip,
     )
     to_go = jax.lax.stop_gradient(jnp.flip(jnp.cumsum(jnp.flip(penalty, -1), -1), -1))
+    # Double-where: the masked tokens' log-probabilities are replaced before any
+    # arithmetic, so that neither their value nor their zero cotangent turns into NaN.
+    logprobs = jnp.where(mask, logprobs, jnp.zeros_like(logprobs))
+    old_logprobs = jnp.where(mask, old_logprobs, jnp.zeros_like(old_logprobs))
     if config.gradient == "natural":
         score = logprobs
     else:
@@ -185,7 +194,7 @@ def token_surrogate(
             log_ratio = jnp.clip(log_ratio, -log_ratio_clip, log_ratio_clip)
         score = jnp.exp(log_ratio)
     surrogate = to_go * score.astype(to_go.dtype)
-    return surrogate if mask is None else jnp.where(mask, surrogate, 0)
+    return jnp.where(mask, surrogate, 0)
 
 
 def _compare(gradients: Array, reference: Array) -> tuple[Array, Array, Array]:

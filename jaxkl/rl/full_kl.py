@@ -20,10 +20,14 @@ The backward pass is elementwise given four numbers per token:
 .. math:: \partial KL / \partial z_v = p_v (a_v - KL), \quad
           \partial KL / \partial w_v = r_v - p_v, \quad a_v = \log p_v - \log r_v,
 
-so a custom VJP computes both gradients in one elementwise pass that reads the logits
-and writes the gradient buffers, without the ``[tokens, vocab]`` float32
-``log_softmax`` arrays that autodiff of the naive formula keeps (and without a
-vocabulary loop: an elementwise pass needs no running state).
+so a custom JVP gives the tangent as these coefficients times the input tangents.
+Forward mode (``jax.jvp``, ``jax.jacfwd``) evaluates it directly; reverse mode
+transposes it, and because the coefficients are recomputed inside the transposed pass
+(a checkpoint that saves nothing), both gradients come from one elementwise pass that
+reads the logits and writes the gradient buffers, without the ``[tokens, vocab]``
+float32 ``log_softmax`` arrays that autodiff of the naive formula keeps (and without a
+vocabulary loop: an elementwise pass needs no running state). Higher derivatives
+(``jax.hessian``) work as well.
 
 Reference: M. Milakov and N. Gimelshein, "Online normalizer calculation for softmax",
 2018, arXiv:1805.02867.
@@ -35,6 +39,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from jaxkl._validation import check_float_array, check_positive_int, check_same_shape, compute_dtype
 from jaxkl.rl.token_kl import check_mask
@@ -188,41 +193,70 @@ def _streamed_statistics_in_chunks(logits: Array, ref_logits: Array, chunk_size:
     return kl, (max_z, max_w, log_sum_z, log_sum_w)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _full_kl_2d(chunk_size: int | None, logits: Array, ref_logits: Array, valid: Array) -> Array:
     kl, _ = _streamed_statistics(logits, ref_logits, chunk_size)
     return jnp.where(valid, kl, 0)
 
 
-def _full_kl_fwd(chunk_size, logits, ref_logits, valid):
-    kl, stats = _streamed_statistics(logits, ref_logits, chunk_size)
-    return jnp.where(valid, kl, 0), (logits, ref_logits, valid, kl, stats)
+def _log_probs(x: Array, row_max: Array, log_sum: Array, compute) -> Array:
+    return (x.astype(compute) - row_max[:, None]) - log_sum[:, None]
 
 
-def _full_kl_bwd(chunk_size, residuals, cotangent):
-    del chunk_size  # the backward pass is elementwise: no vocabulary loop needed
-    logits, ref_logits, valid, kl, (max_z, max_w, log_sum_z, log_sum_w) = residuals
+# Each tangent is a checkpoint that saves nothing: under reverse mode JAX keeps only its
+# inputs (the logits and four numbers per row) and recomputes the coefficients inside
+# the transposed pass, which is then one elementwise pass writing the gradient (no
+# [tokens, vocab] residual). Forward mode evaluates the same functions directly.
+_NOTHING_SAVED = jax.checkpoint_policies.nothing_saveable
+
+
+@functools.partial(jax.checkpoint, policy=_NOTHING_SAVED)
+def _logits_tangent(logits, ref_logits, valid, kl, stats, tangent):
+    """``sum_v p_v (log p_v - log r_v - KL) dz_v`` per row (0 for masked rows)."""
+    max_z, max_w, log_sum_z, log_sum_w = stats
     compute = kl.dtype
-    g = jnp.where(valid, cotangent, 0)[:, None]
-    keep = valid[:, None]
-    z, w = logits.astype(compute), ref_logits.astype(compute)
-    centered_z = z - max_z[:, None]
-    log_p = centered_z - log_sum_z[:, None]
-    log_r = (w - max_w[:, None]) - log_sum_w[:, None]
+    log_p = _log_probs(logits, max_z, log_sum_z, compute)
+    log_r = _log_probs(ref_logits, max_w, log_sum_w, compute)
     p = jnp.exp(log_p)
-    # Two elementwise outputs from the inputs and four numbers per row: XLA fuses each
-    # into one pass that writes the gradient buffer directly, so nothing [tokens, vocab]
-    # exists besides the inputs and the gradients. p appears twice on purpose: written as
-    # exp(z - M) / S in the second gradient, XLA recomputes it inside that pass instead of
-    # materialising one shared float32 p (which it does for 16-bit inputs).
-    grad_z = jnp.where(keep & (p > 0), g * p * ((log_p - log_r) - kl[:, None]), 0)
-    p_again = jnp.exp(centered_z) * jnp.exp(-log_sum_z)[:, None]
-    r = jnp.exp(w - max_w[:, None]) * jnp.exp(-log_sum_w)[:, None]
-    grad_w = jnp.where(keep, g * (r - p_again), 0)
-    return grad_z.astype(logits.dtype), grad_w.astype(ref_logits.dtype), None
+    # p_v = 0 contributes 0 even where r_v = 0 too (0 * inf would be NaN).
+    coefficient = jnp.where(valid[:, None] & (p > 0), p * ((log_p - log_r) - kl[:, None]), 0)
+    return jnp.sum(coefficient * tangent.astype(compute), axis=-1)
 
 
-_full_kl_2d.defvjp(_full_kl_fwd, _full_kl_bwd)
+@functools.partial(jax.checkpoint, policy=_NOTHING_SAVED)
+def _ref_logits_tangent(logits, ref_logits, valid, kl, stats, tangent):
+    """``sum_v (r_v - p_v) dw_v`` per row (0 for masked rows)."""
+    max_z, max_w, log_sum_z, log_sum_w = stats
+    compute = kl.dtype
+    # p recomputed here rather than shared with the logits' tangent: given one shared
+    # float32 p, XLA:CPU materialises it for 16-bit inputs instead of fusing it into
+    # both gradient passes.
+    p = jnp.exp(_log_probs(logits, max_z, log_sum_z, compute))
+    r = jnp.exp(_log_probs(ref_logits, max_w, log_sum_w, compute))
+    coefficient = jnp.where(valid[:, None], r - p, 0)
+    return jnp.sum(coefficient * tangent.astype(compute), axis=-1)
+
+
+def _full_kl_jvp(chunk_size, primals, tangents):
+    """dKL = sum_v p_v (a_v - KL) dz_v + sum_v (r_v - p_v) dw_v, a_v = log p_v - log r_v.
+
+    A custom JVP (not a custom VJP) so that forward mode (``jax.jvp``, ``jax.jacfwd``)
+    works too; reverse mode transposes the same linear map (see ``_logits_tangent``).
+    """
+    logits, ref_logits, valid = primals
+    d_logits, d_ref_logits, _ = tangents
+    kl, stats = _streamed_statistics(logits, ref_logits, chunk_size)
+    out = jnp.where(valid, kl, 0)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(d_logits, SymbolicZero):
+        tangent = tangent + _logits_tangent(logits, ref_logits, valid, kl, stats, d_logits)
+    if not isinstance(d_ref_logits, SymbolicZero):
+        tangent = tangent + _ref_logits_tangent(logits, ref_logits, valid, kl, stats,
+                                                d_ref_logits)
+    return out, tangent
+
+
+_full_kl_2d.defjvp(_full_kl_jvp, symbolic_zeros=True)
 
 
 def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> Array:
@@ -235,6 +269,7 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> 
     from one sampled token; with the full logits at hand it costs one read of both
     arrays. No ``[tokens, vocab]`` float32 array is materialised in the forward or the
     backward pass (see the module docstring); bf16 logits are upcast chunk by chunk.
+    Forward mode (``jax.jvp``, ``jax.jacfwd``) and higher derivatives are supported.
 
     ``-inf`` logits are allowed: ``p_v = 0`` terms contribute 0, and ``p_v > 0`` where
     ``r_v = 0`` gives ``inf``, the exact value; so does a reference row with no finite

@@ -86,7 +86,8 @@ def eos_mask(tokens, eos_token: int | None) -> Array:
     tokens = jnp.asarray(tokens)
     if eos_token is None:
         return jnp.ones(tokens.shape, bool)
-    ended = jnp.cumsum(tokens == eos_token, axis=-1) - (tokens == eos_token)
+    is_eos = (tokens == eos_token).astype(jnp.int32)
+    ended = jnp.cumsum(is_eos, axis=-1) - is_eos
     return ended == 0
 
 

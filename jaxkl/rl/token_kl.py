@@ -37,11 +37,15 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
+from jaxkl import _numerics
 from jaxkl._validation import (
     check_choice,
     check_float_array,
@@ -94,10 +98,127 @@ def _clip(x: Array, bound: float | None) -> Array:
     return x if bound is None else jnp.clip(x, -bound, bound)
 
 
+def _beyond(x: Array, bound: float | None) -> Array:
+    """Where a symmetric clamp of ``x`` at ``bound`` is active (all False when off)."""
+    if bound is None:
+        return jnp.zeros(x.shape, bool)
+    return jnp.abs(x) > bound
+
+
 def _sanitize(x: Array, valid: Array | None) -> Array:
     # First half of the double-where trick: masked entries may be -inf/NaN, and a NaN
     # anywhere upstream of a select still poisons the gradient unless it is replaced here.
     return x if valid is None else jnp.where(valid, x, jnp.zeros_like(x))
+
+
+# d k / d l of each estimator, exact (k3's shares the value's series near 0).
+def _derivative(estimator: str, l: Array) -> Array:
+    if estimator == "k1":
+        return jnp.full_like(l, -1)
+    if estimator == "k2":
+        return l
+    if estimator == "k3":
+        return _numerics.expm1mx_and_derivative(l)[1]
+    return jnp.sign(l)
+
+
+# k(l) - k'(l): the derivative of w * k(l) with respect to logprobs, divided by w, in a
+# form without cancellation (for k3 the two terms e^l - 1 - l and e^l - 1 are equal to
+# within l, so their float difference loses every digit once e^l >> |l|).
+def _value_minus_derivative(estimator: str, l: Array) -> Array:
+    if estimator == "k1":
+        return 1 - l
+    if estimator == "k2":
+        return l * (l / 2 - 1)
+    if estimator == "k3":
+        return -l
+    return jnp.abs(l) - jnp.sign(l)
+
+
+class _Options(NamedTuple):
+    """The static options of one token_kl kernel (hashable: a custom_jvp static arg)."""
+
+    estimator: str
+    gradient: str
+    log_ratio_clip: float | None
+    value_clip: float | None
+
+
+def _clamped_value(options: _Options, logp: Array, ref: Array, old: Array):
+    """The estimator's clamped value, and where each clamp is active."""
+    log_ratio = ref - logp
+    value = ESTIMATORS[options.estimator](_clip(log_ratio, options.log_ratio_clip))
+    log_ratio_clamped = _beyond(log_ratio, options.log_ratio_clip)
+    value_clamped = _beyond(value, options.value_clip)
+    value = _clip(value, options.value_clip)
+    weight = ratio_clamped = None
+    if options.gradient == "importance_weighted":
+        log_weight = logp - old
+        weight = jnp.exp(_clip(log_weight, options.log_ratio_clip))
+        ratio_clamped = _beyond(log_weight, options.log_ratio_clip)
+        value = weight * value
+    return log_ratio, value, log_ratio_clamped, value_clamped, weight, ratio_clamped
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _token_values(options: _Options, logp: Array, ref: Array, old: Array) -> Array:
+    """Per-token values of token_kl (inputs already cast and masked); see _token_jvp."""
+    return _clamped_value(options, logp, ref, old)[1]
+
+
+def _token_jvp(options: _Options, primals, tangents):
+    """The tangent of every gradient option as ``a * dlogp + b * dref + c * dold``.
+
+    The coefficients are computed directly, never as a difference of large terms, and
+    are exactly 0 (finite) at the tokens that carry no gradient:
+
+    - a token with a clamp active (``|l| > log_ratio_clip``, ``|k| > value_clip`` except
+      for straight-through, whose backward pass ignores the value, or an importance
+      log-ratio beyond ``log_ratio_clip``): a clamp replaces the token by a constant;
+    - a token that cannot be a sample: ``logprobs`` (or ``old_logprobs``) not finite,
+      ``ref_logprobs`` NaN or ``+inf``. Its value is NaN or infinite (visible in the
+      loss); its zero gradient lets a mask applied later (e.g. by ``aggregate``) remove
+      it from the backward pass too (a NaN coefficient times the mask's zero cotangent
+      would be NaN).
+
+    Zero tangents arrive as symbolic zeros and are skipped: an infinite coefficient (an
+    exact gradient at ``ref_logprobs = -inf`` without a clamp) must not meet the zero
+    tangent of an argument that is not differentiated.
+    """
+    logp, ref, old = primals
+    log_ratio, value, log_ratio_clamped, value_clamped, weight, ratio_clamped = (
+        _clamped_value(options, logp, ref, old)
+    )
+    sample = jnp.isfinite(logp) & ~jnp.isnan(ref) & (ref < jnp.inf)
+    zero = jnp.zeros_like(value)
+    if options.gradient == "straight_through":
+        # k2's gradient l dl at the log-ratio: as verl's "k3+", whatever the value clamp.
+        carries = sample & ~log_ratio_clamped
+        coef = jnp.where(carries, log_ratio, zero)
+        a, b, c = -coef, coef, None
+    elif options.gradient == "natural":
+        carries = sample & ~log_ratio_clamped & ~value_clamped
+        coef = jnp.where(carries, _derivative(options.estimator, log_ratio), zero)
+        a, b, c = -coef, coef, None
+    else:
+        carries = sample & jnp.isfinite(old) & ~log_ratio_clamped & ~value_clamped
+        carries = carries & ~ratio_clamped
+        # d(w k(l)) = w (k - k') dlogp + w k' dref - w k dold, with l = ref - logp and
+        # w = exp(logp - old): for k3, w (k - k') = -w l exactly.
+        a = jnp.where(carries, weight * _value_minus_derivative(options.estimator, log_ratio),
+                      zero)
+        b = jnp.where(carries, weight * _derivative(options.estimator, log_ratio), zero)
+        c = jnp.where(carries, -value, zero)
+    terms = [
+        coef * t
+        for coef, t in zip((a, b, c), tangents, strict=True)
+        if coef is not None and not isinstance(t, SymbolicZero)
+    ]
+    tangent = functools.reduce(jnp.add, terms) if terms else zero
+    return value, tangent
+
+
+_token_values.defjvp(_token_jvp, symbolic_zeros=True)
 
 
 def token_kl(
@@ -123,13 +244,34 @@ def token_kl(
 
     Clamping. ``log_ratio_clip`` (default 20, as verl) bounds ``l`` and the importance
     log-ratio before any ``exp``, so the value and the gradient stay finite for every
-    finite input (k3 is at most ``exp(20) ~ 4.9e8``); beyond the bound the natural
-    gradient of that token is 0, which is what clamping means. ``value_clip`` (default
-    off) bounds the result to ``[-c, c]`` as verl's ``low_var_kl`` (``c = 10``) and
-    OpenRLHF (``c = 10``) do: it caps a single token's weight at the price of bias. The
-    straight-through gradient uses the unclamped ``l`` (as verl's ``"k3+"`` does).
+    finite input (k3 is at most ``exp(20) ~ 4.9e8``). ``value_clip`` (default off)
+    bounds the result to ``[-c, c]`` as verl's ``low_var_kl`` (``c = 10``) and OpenRLHF
+    (``c = 10``) do: it caps a single token's weight at the price of bias.
     ``log_ratio_clip=None`` gives the exact formula, which overflows to ``inf`` for
     ``l > ~88`` in k3.
+
+    Gradients (with respect to ``logprobs``; a custom JVP computes each in a form
+    without cancellation, and forward mode and second derivatives work):
+
+    - ``"natural"``: ``-k'(l)``;
+    - ``"straight_through"``: ``-l``, k2's gradient, whatever the value clamp (as verl's
+      ``"k3+"``);
+    - ``"importance_weighted"``: ``w (k(l) - k'(l))``, ``w = pi / pi_old``; for k3 that
+      is ``-w l``, computed as such (the difference of ``w k3`` and ``w expm1(l)``, two
+      numbers of size ``w e^l``, would lose it in float32).
+
+    **A clamped token contributes no gradient, under every option**: a clamp replaces
+    the token by a constant. Clamped means ``|l| > log_ratio_clip``, or
+    ``|k| > value_clip`` (not for straight-through), or, for importance weighting,
+    ``|log pi - log pi_old| > log_ratio_clip``. (The derivative of the clamped
+    expression would be the score of a constant, ``w k(c)``: sign-flipped and ``e^c``
+    large.) A token that cannot be a sample (``logprobs`` or ``old_logprobs`` not
+    finite, ``ref_logprobs`` NaN or ``+inf``) also gets 0 gradient, its value being
+    whatever the formula gives (NaN, inf), so that a mask applied later (as
+    :func:`jaxkl.rl.aggregate` does) keeps NaN out of the backward pass too. A
+    ``ref_logprobs`` of ``-inf`` (a token the reference cannot produce) is a clamped
+    token unless ``log_ratio_clip=None``, where the exact values and gradients are
+    infinite.
 
     Args:
       logprobs: ``log pi(y_t)`` at the sampled tokens; any shape, float dtype (bf16 ok).
@@ -155,11 +297,15 @@ def token_kl(
       >>> g = jax.grad(lambda x: rl.token_kl(x, ref, gradient="straight_through").sum())
       >>> g(logp)  # k2's gradient, logp - ref
       Array([ 0.5, -1. ], dtype=float32)
+      >>> iw = jax.grad(lambda x: rl.token_kl(x, jnp.array([-11.0, -35.0]),
+      ...                                     gradient="importance_weighted").sum())
+      >>> iw(jnp.array([-30.0, -5.0]))  # -w l = -19 at w = 1; l = -30 is clamped: 0
+      Array([-19.,   0.], dtype=float32)
     """
     logprobs = check_float_array(logprobs, "logprobs")
     ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
     check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
-    kernel = ESTIMATORS[check_choice(estimator, "estimator", ESTIMATORS)]
+    check_choice(estimator, "estimator", ESTIMATORS)
     check_choice(gradient, "gradient", GRADIENTS)
     log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
     value_clip = check_clip(value_clip, "value_clip")
@@ -178,19 +324,13 @@ def token_kl(
     dtype = compute_dtype(*inputs)
     logp = _sanitize(logprobs.astype(dtype), valid)
     ref = _sanitize(ref_logprobs.astype(dtype), valid)
-    log_ratio = ref - logp
-    value = _clip(kernel(_clip(log_ratio, log_ratio_clip)), value_clip)
-
-    if gradient == "straight_through":
-        # sg(l) * (l - sg(l)) is exactly 0 forward and has k2's tangent l * dl; unlike
-        # k2 - sg(k2) it cannot produce inf - inf when l**2 overflows.
-        frozen = jax.lax.stop_gradient(log_ratio)
-        value = jax.lax.stop_gradient(value) + frozen * (log_ratio - frozen)
-    elif gradient == "importance_weighted":
-        old = jax.lax.stop_gradient(logp) if old_logprobs is None else old_logprobs.astype(dtype)
-        old = _sanitize(old, valid)
-        value = jnp.exp(_clip(logp - old, log_ratio_clip)) * value
-    return _sanitize(value, valid)
+    if gradient == "importance_weighted" and old_logprobs is not None:
+        old = _sanitize(old_logprobs.astype(dtype), valid)
+    else:
+        # On-policy: w = pi / stop_gradient(pi), value 1 (unused by the other options).
+        old = jax.lax.stop_gradient(logp)
+    options = _Options(estimator, gradient, log_ratio_clip, value_clip)
+    return _sanitize(_token_values(options, logp, ref, old), valid)
 
 
 def kl_penalized_rewards(
