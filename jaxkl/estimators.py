@@ -176,7 +176,8 @@ def optimal_cv_lambda(log_ratio, *, axis=None) -> Array:
       axis: axis or axes to reduce.
 
     Returns:
-      ``lam_hat`` in float32 at least (0 where ``Var(r) = 0``).
+      ``lam_hat`` in float32 at least: 0 where ``Var(r) = 0`` (r is constant: every
+      ``lam`` gives the same estimate), NaN where the samples hold NaN or ``inf``.
 
     Example:
       >>> import jax, jaxkl
@@ -191,7 +192,9 @@ def optimal_cv_lambda(log_ratio, *, axis=None) -> Array:
     dr = r_minus_1 - r_minus_1.mean(axis=axis, keepdims=True)
     cov = (dl * dr).mean(axis=axis)
     var = (dr * dr).mean(axis=axis)
-    return jnp.where(var > 0, cov / jnp.where(var > 0, var, 1), 0)
+    # NaN in, NaN out: only an exactly constant r gives the defined 0 (a test "var > 0"
+    # would also turn a NaN variance into 0).
+    return jnp.where(var == 0, 0, cov / jnp.where(var == 0, 1, var))
 
 
 def forward_kl(log_ratio) -> Array:

@@ -182,12 +182,14 @@ def summaries(moments: stats.Moments, names, where) -> dict[str, stats.Stats]:
     for name in names:
         if name == OPTIMAL_CV:
             i_k1, i_r = where[name]
-            # lam* = Cov(l, r) / Var(r) = -Cov(k1, r - 1) / Var(r - 1).
+            # lam* = Cov(l, r) / Var(r) = -Cov(k1, r - 1) / Var(r - 1); 0 where r is
+            # constant, NaN where the samples hold NaN (as optimal_cv_lambda).
             var_r = moments.comoment[i_r, i_r]
-            safe_var_r = jnp.where(var_r > 0, var_r, 1)
-            lam = jnp.where(var_r > 0, -moments.comoment[i_k1, i_r] / safe_var_r, 0)
+            safe_var_r = jnp.where(var_r == 0, 1, var_r)
+            lam = jnp.where(var_r == 0, 0, -moments.comoment[i_k1, i_r] / safe_var_r)
             weights = jnp.zeros(moments.mean.shape).at[i_k1].set(1.0).at[i_r].set(lam)
-            out[name] = stats.summarize_linear(moments, weights)
+            # lam is fitted to the same samples: the mean and lam use 2 degrees of freedom.
+            out[name] = stats.summarize_linear(moments, weights, ddof=2)
         else:
             out[name] = stats.summarize(moments, where[name])
     return out
