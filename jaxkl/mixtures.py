@@ -136,21 +136,28 @@ def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distra
         if not np.all(np.isfinite(values) | ((values == -np.inf) & (name == "logits"))):
             raise ValueError(f"`{name}` must be finite, got {values}.")
         if name == "weights":
-            if np.any(values < 0):
-                raise ValueError(f"`weights` must be non-negative, got {values}.")
-            sums = values.sum(axis=-1, dtype=np.float64)
-            tolerance = max(1e-6, 4 * values.shape[-1] * float(jnp.finfo(given.dtype).eps))
-            if np.any(np.abs(sums - 1) > tolerance):
-                raise ValueError(
-                    f"`weights` must sum to 1 over the last axis, got sums {sums}; "
-                    "normalise them or pass unnormalised `logits` instead."
-                )
+            check_weight_values(values, given.dtype, "weights")
         elif np.any(np.all(values == -np.inf, axis=-1)):
             raise ValueError("`logits` must not be -inf for every component.")
     given = given.astype(dtype)
     return distrax.Categorical(probs=given) if name == "weights" else distrax.Categorical(
         logits=given
     )
+
+
+def check_weight_values(values: np.ndarray, dtype, name: str) -> None:
+    """Raises ``ValueError`` unless concrete ``values`` are non-negative and sum to 1 over
+    the last axis (to a few ulps of ``dtype`` per component, at least 1e-6): silently
+    renormalising would hide a bug upstream; unnormalised weights go in as ``logits``."""
+    if np.any(values < 0):
+        raise ValueError(f"`{name}` must be non-negative, got {values}.")
+    sums = values.sum(axis=-1, dtype=np.float64)
+    tolerance = max(1e-6, 4 * values.shape[-1] * float(jnp.finfo(dtype).eps))
+    if np.any(np.abs(sums - 1) > tolerance):
+        raise ValueError(
+            f"`{name}` must sum to 1 over the last axis, got sums {sums}; normalise them "
+            "or pass unnormalised `logits` instead."
+        )
 
 
 def _check_means(means, name: str, min_rank: int) -> Array:
