@@ -147,7 +147,13 @@ def control_variate(log_ratio, lam) -> Array:
     """
     log_ratio = check_float_array(log_ratio, "log_ratio")
     dtype = compute_dtype(log_ratio.dtype)
-    lam = jnp.asarray(lam, dtype)
+    if lam is None or isinstance(lam, (str, bytes, bool)):
+        raise TypeError(f"`lam` must be a number or an array of numbers, got {lam!r}.")
+    try:
+        lam = jnp.asarray(lam, dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`lam` must be a number or an array of numbers, got "
+                        f"{type(lam).__name__}.") from e
     if lam.ndim:
         check_same_shape([("log_ratio", log_ratio), ("lam", lam)])
     l = log_ratio.astype(dtype)

@@ -32,6 +32,7 @@ import numpy as np
 from jaxkl import _linalg
 from jaxkl._validation import (
     check_choice,
+    check_numeric_values,
     check_positive_int,
     check_positive_values,
     compute_dtype,
@@ -114,7 +115,7 @@ def _check_common(positivity, loc_init_std, scale_init) -> tuple[float, float]:
 
 def _check_finite_values(x, name):
     """Checks concrete values; under a trace values are unknown and only shapes are checked."""
-    values = concrete_value(x)
+    values = check_numeric_values(x, name)
     if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values}.")
 

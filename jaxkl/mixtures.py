@@ -320,7 +320,7 @@ def gaussian_mixture_full(
     return GaussianMixture(mixing, MultivariateNormalTri(means.astype(dtype), scale_tril))
 
 
-def _gaussian_params(d) -> tuple[Array, Array, bool]:
+def _gaussian_params(d, name: str) -> tuple[Array, Array, bool]:
     """(means [..., d], covariances [..., d, d], univariate?) of a Gaussian distribution."""
     if isinstance(d, distrax.Normal):
         loc, scale = jnp.broadcast_arrays(d.loc, d.scale)
@@ -329,7 +329,7 @@ def _gaussian_params(d) -> tuple[Array, Array, bool]:
         loc = jnp.broadcast_to(d.loc, d.batch_shape + d.event_shape)
         return loc, d.covariance(), False
     raise TypeError(
-        f"Expected a Gaussian (distrax.Normal or a distrax multivariate normal) or a "
+        f"`{name}` must be a Gaussian (distrax.Normal or a distrax multivariate normal) or a "
         f"distrax.MixtureSameFamily of them, got {type(d).__name__}."
     )
 
@@ -372,12 +372,17 @@ def mixture_params(d) -> tuple[MixtureParams, bool]:
       >>> params.covariances.tolist(), univariate
       ([[[4.0]]], True)
     """
+    return named_mixture_params(d, "d")
+
+
+def named_mixture_params(d, name: str) -> tuple[MixtureParams, bool]:
+    """:func:`mixture_params` whose ``TypeError`` names the caller's argument ``name``."""
     if isinstance(d, distrax.MixtureSameFamily):
-        means, covariances, univariate = _gaussian_params(d.components_distribution)
+        means, covariances, univariate = _gaussian_params(d.components_distribution, name)
         log_weights = jax.nn.log_softmax(d.mixture_distribution.logits, axis=-1)
         log_weights = jnp.broadcast_to(log_weights, means.shape[:-1])
     else:
-        means, covariances, univariate = _gaussian_params(d)
+        means, covariances, univariate = _gaussian_params(d, name)
         means, covariances = means[..., None, :], covariances[..., None, :, :]
         log_weights = jnp.zeros(means.shape[:-1], means.dtype)
     return MixtureParams(log_weights, means, covariances), univariate
@@ -407,7 +412,7 @@ def mixture_moments(d) -> MixtureMoments:
       >>> float(mixtures.mixture_moments(p).covariance)
       2.0
     """
-    params, univariate = mixture_params(d)
+    params, univariate = named_mixture_params(d, "d")
     weights = jnp.exp(params.log_weights)
     mean = jnp.einsum("...k,...ki->...i", weights, params.means)
     centred = params.means - mean[..., None, :]

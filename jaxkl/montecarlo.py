@@ -162,6 +162,37 @@ def _stream_impl(q, p, key, num_samples, *, features, chunk_size) -> stats.Momen
 _stream = jax.jit(_stream_impl, static_argnames=("features", "chunk_size"))
 
 
+@jax.custom_jvp
+def _not_differentiable(x: Array) -> Array:
+    """The identity, whose derivative is a clear error instead of JAX's loop message."""
+    return x
+
+
+@_not_differentiable.defjvp
+def _not_differentiable_jvp(primals, tangents):
+    del primals, tangents
+    raise TypeError(
+        "jaxkl.estimate is not differentiable: it streams samples through a loop whose "
+        "length depends on num_samples and returns summary statistics. For gradients of a "
+        "Monte Carlo KL objective use jaxkl.fitting.make_loss (reparameterised or score-"
+        "function estimators), or apply jaxkl.k1/k2/k3 to log-ratios you sample yourself."
+    )
+
+
+def guard_gradients(d):
+    """``d`` with every float leaf passed through :func:`_not_differentiable` (for
+    distributions that are pytrees; others are returned unchanged)."""
+    if not _is_pytree(d):
+        return d
+
+    def guard(leaf):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.inexact):
+            return _not_differentiable(leaf)
+        return leaf
+
+    return jax.tree_util.tree_map(guard, d)
+
+
 def _is_pytree(d) -> bool:
     leaves = jax.tree_util.tree_leaves(d)
     return not (len(leaves) == 1 and leaves[0] is d)
@@ -255,7 +286,11 @@ def estimate(
         key up to floating-point reduction order.
 
     Returns:
-      Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count).
+      Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count);
+      ``std`` and ``stderr`` are NaN with one sample (two for ``cv*``).
+
+    ``estimate`` is not differentiable (``jax.grad`` raises a ``TypeError`` that says so);
+    for gradients use :func:`jaxkl.fitting.make_loss`.
 
     Example:
       >>> import distrax, jax, jaxkl
@@ -274,5 +309,6 @@ def estimate(
     num_samples, names, features, where, chunk_size = prepare(
         q, p, num_samples, estimators, chunk_size
     )
+    q, p = guard_gradients(q), guard_gradients(p)
     moments = stream_moments(q, p, key, num_samples, features=features, chunk_size=chunk_size)
     return summaries(moments, names, where)

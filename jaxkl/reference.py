@@ -43,7 +43,12 @@ import numpy as np
 
 from jaxkl import _linalg, _quadrature
 from jaxkl._validation import check_choice, check_positive_int, compute_dtype, concrete_value
-from jaxkl.mixtures import MixtureParams, is_gaussian_mixture, mixture_params
+from jaxkl.mixtures import (
+    MixtureParams,
+    is_gaussian_mixture,
+    mixture_params,
+    named_mixture_params,
+)
 
 Array = jax.Array
 
@@ -110,8 +115,8 @@ def exact_kl(q, p) -> Array:
     """
     if not hasattr(q, "kl_divergence"):
         raise ValueError(
-            f"No closed-form KL for q of type {type(q).__name__} (not a distrax "
-            "distribution); use jaxkl.reference_kl (quadrature, bounds or Monte Carlo)."
+            f"`q` of type {type(q).__name__} is not a distrax distribution: no closed-form "
+            "KL; use jaxkl.reference_kl (quadrature, bounds or Monte Carlo)."
         )
     try:
         return q.kl_divergence(p)
@@ -256,8 +261,8 @@ def mixture_kl_approximations(q, p) -> MixtureKLApproximations:
     """
     _check_parameters(q, "q")
     _check_parameters(p, "p")
-    params_q, _ = mixture_params(q)
-    params_p, _ = mixture_params(p)
+    params_q, _ = named_mixture_params(q, "q")
+    params_p, _ = named_mixture_params(p, "p")
     if params_q.means.shape[-1] != params_p.means.shape[-1]:
         raise ValueError(
             f"`q` and `p` must have the same event dimension, got {q.event_shape} and "

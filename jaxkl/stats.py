@@ -138,7 +138,12 @@ def from_features(features, valid: Array | None = None, shift: Array | None = No
       >>> float(m.mean[0]), float(m.comoment[0, 0]), float(m.comoment[0, 1])
       (10002.0, 2.0, 4.0)
     """
-    features = list(features)
+    if features is None or isinstance(features, (str, bytes)) or not hasattr(features,
+                                                                              "__iter__"):
+        raise TypeError(f"`features` must be a sequence of [n] float arrays, got {features!r}.")
+    features = [check_float_array(f, f"features[{i}]") for i, f in enumerate(features)]
+    if not features:
+        raise ValueError("`features` must hold at least one [n] array.")
     if valid is None:
         valid = jnp.ones(features[0].shape, bool)
     first = jnp.stack([f[0] for f in features])
@@ -164,6 +169,7 @@ def from_samples(x: Array, valid: Array | None = None) -> Moments:
       >>> int(m.count), float(m.mean[0]), float(m.comoment[0, 0])
       (2, 2.0, 2.0)
     """
+    x = check_float_array(x, "x")
     if x.ndim != 2:
         raise ValueError(f"`x` must have shape [n, k], got {x.shape}.")
     return from_features([x[:, i] for i in range(x.shape[1])], valid)
@@ -309,7 +315,14 @@ def relative_error(stats: Stats, true_value, *, level: float = 0.95) -> Interval
       >>> [round(float(v), 3) for v in jaxkl.relative_error(s, 1.0)]
       [0.1, 0.002, 0.198]
     """
-    true_value = jnp.asarray(true_value, stats.mean.dtype)
+    if not isinstance(stats, Stats):
+        raise TypeError(f"`stats` must be a jaxkl.Stats, got {type(stats).__name__}.")
+    if true_value is None or isinstance(true_value, (str, bytes, bool)):
+        raise TypeError(f"`true_value` must be a number, got {true_value!r}.")
+    try:
+        true_value = jnp.asarray(true_value, stats.mean.dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`true_value` must be a number, got {type(true_value).__name__}.") from e
     z = _z(level)
     value = (stats.mean - true_value) / true_value
     half = z * stats.stderr / jnp.abs(true_value)

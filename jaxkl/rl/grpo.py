@@ -209,7 +209,8 @@ def grpo_loss(
       advantages: per-sequence ``[...]`` (e.g. :func:`group_advantages`) or per-token.
       mask: bool/0-1 ``[..., T]`` of valid response tokens.
       ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0.
-      kl_coef: ``beta``, a number or a traced scalar (see :func:`adaptive_kl_controller`).
+      kl_coef: ``beta``, a number or a (possibly traced) 0-d array (see
+        :func:`adaptive_kl_controller`); a concrete 0 drops the KL term.
       kl_estimator, kl_gradient, kl_log_ratio_clip, kl_value_clip: passed to
         :func:`jaxkl.rl.token_kl` as ``estimator``, ``gradient``, ``log_ratio_clip``,
         ``value_clip``.
@@ -236,6 +237,9 @@ def grpo_loss(
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
     valid = check_mask(mask, logprobs.shape)
+    # Checked here so that an error names grpo_loss's argument, not token_kl's.
+    kl_log_ratio_clip = check_clip(kl_log_ratio_clip, "kl_log_ratio_clip")
+    kl_value_clip = check_clip(kl_value_clip, "kl_value_clip")
     advantages = _token_advantages(advantages, logprobs.shape)
     # Double-where: masked entries are zeroed *before* any arithmetic, so a -inf or NaN
     # there cannot turn the zero cotangent of the final select into a NaN gradient.
@@ -249,7 +253,10 @@ def grpo_loss(
     dtype = per_token.dtype
     kl_mean = jnp.zeros((), dtype)
     check_scalar(kl_coef, "kl_coef")
-    use_kl = not (isinstance(kl_coef, (int, float)) and kl_coef == 0)
+    # A concrete zero (a number, a NumPy or a 0-d JAX array) drops the KL term, and with
+    # it the need for ref_logprobs; a traced coefficient keeps it (its value is unknown).
+    coef_value = concrete_value(kl_coef)
+    use_kl = coef_value is None or coef_value != 0
     if use_kl:
         if ref_logprobs is None:
             raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
