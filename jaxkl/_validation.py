@@ -189,3 +189,18 @@ def check_scalar(value, name: str):
     if np.ndim(value) != 0:
         raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
     return value
+
+
+def check_weight_values(values: np.ndarray, dtype, name: str) -> None:
+    """Raises ``ValueError`` unless concrete ``values`` are non-negative and sum to 1 over
+    the last axis (to a few ulps of ``dtype`` per component, at least 1e-6): silently
+    renormalising would hide a bug upstream; unnormalised weights go in as ``logits``."""
+    if np.any(values < 0):
+        raise ValueError(f"`{name}` must be non-negative, got {values}.")
+    sums = values.sum(axis=-1, dtype=np.float64)
+    tolerance = max(1e-6, 4 * values.shape[-1] * float(jnp.finfo(dtype).eps))
+    if np.any(np.abs(sums - 1) > tolerance):
+        raise ValueError(
+            f"`{name}` must sum to 1 over the last axis, got sums {sums}; normalise them "
+            "or pass unnormalised `logits` instead."
+        )

@@ -35,10 +35,11 @@ from jaxkl._validation import (
     check_numeric_values,
     check_positive_int,
     check_positive_values,
+    check_weight_values,
     compute_dtype,
     concrete_value,
 )
-from jaxkl.mixtures import GaussianMixture, MultivariateNormalTri, check_weight_values
+from jaxkl.mixtures import GaussianMixture, MultivariateNormalTri
 
 Params = dict[str, jax.Array]
 

@@ -32,6 +32,7 @@ from jaxkl._validation import (
     check_float_array,
     check_positive_values,
     check_same_shape,
+    check_weight_values,
     compute_dtype,
     concrete_value,
 )
@@ -143,21 +144,6 @@ def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distra
     return distrax.Categorical(probs=given) if name == "weights" else distrax.Categorical(
         logits=given
     )
-
-
-def check_weight_values(values: np.ndarray, dtype, name: str) -> None:
-    """Raises ``ValueError`` unless concrete ``values`` are non-negative and sum to 1 over
-    the last axis (to a few ulps of ``dtype`` per component, at least 1e-6): silently
-    renormalising would hide a bug upstream; unnormalised weights go in as ``logits``."""
-    if np.any(values < 0):
-        raise ValueError(f"`{name}` must be non-negative, got {values}.")
-    sums = values.sum(axis=-1, dtype=np.float64)
-    tolerance = max(1e-6, 4 * values.shape[-1] * float(jnp.finfo(dtype).eps))
-    if np.any(np.abs(sums - 1) > tolerance):
-        raise ValueError(
-            f"`{name}` must sum to 1 over the last axis, got sums {sums}; normalise them "
-            "or pass unnormalised `logits` instead."
-        )
 
 
 def _check_means(means, name: str, min_rank: int) -> Array:
@@ -372,10 +358,10 @@ def mixture_params(d) -> tuple[MixtureParams, bool]:
       >>> params.covariances.tolist(), univariate
       ([[[4.0]]], True)
     """
-    return named_mixture_params(d, "d")
+    return _named_mixture_params(d, "d")
 
 
-def named_mixture_params(d, name: str) -> tuple[MixtureParams, bool]:
+def _named_mixture_params(d, name: str) -> tuple[MixtureParams, bool]:
     """:func:`mixture_params` whose ``TypeError`` names the caller's argument ``name``."""
     if isinstance(d, distrax.MixtureSameFamily):
         means, covariances, univariate = _gaussian_params(d.components_distribution, name)
@@ -412,7 +398,7 @@ def mixture_moments(d) -> MixtureMoments:
       >>> float(mixtures.mixture_moments(p).covariance)
       2.0
     """
-    params, univariate = named_mixture_params(d, "d")
+    params, univariate = _named_mixture_params(d, "d")
     weights = jnp.exp(params.log_weights)
     mean = jnp.einsum("...k,...ki->...i", weights, params.means)
     centred = params.means - mean[..., None, :]

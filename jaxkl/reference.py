@@ -45,9 +45,9 @@ from jaxkl import _linalg, _quadrature
 from jaxkl._validation import check_choice, check_positive_int, compute_dtype, concrete_value
 from jaxkl.mixtures import (
     MixtureParams,
+    _named_mixture_params,
     is_gaussian_mixture,
     mixture_params,
-    named_mixture_params,
 )
 
 Array = jax.Array
@@ -261,8 +261,8 @@ def mixture_kl_approximations(q, p) -> MixtureKLApproximations:
     """
     _check_parameters(q, "q")
     _check_parameters(p, "p")
-    params_q, _ = named_mixture_params(q, "q")
-    params_p, _ = named_mixture_params(p, "p")
+    params_q, _ = _named_mixture_params(q, "q")
+    params_p, _ = _named_mixture_params(p, "p")
     if params_q.means.shape[-1] != params_p.means.shape[-1]:
         raise ValueError(
             f"`q` and `p` must have the same event dimension, got {q.event_shape} and "
