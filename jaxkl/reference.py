@@ -9,7 +9,7 @@ the method that produced it (:class:`ReferenceKL`):
 method                    applies to                                          ``error`` is
 ========================  ==================================================  =====================
 ``"analytic"``            pairs with a KL registered in distrax               float64 rounding
-``"quadrature"``          1-D and 2-D densities (Gaussian mixtures included)  estimated abs. error
+``"quadrature"``          1-D and 2-D densities (Gaussian mixtures included)  abs. error bound
 ``"bounds"``              Gaussian mixtures, any dimension                    half the bound gap
 ``"variational"``         Gaussian mixtures (Hershey & Olsen 2007)            distance to a bound
 ``"product"``             Gaussian mixtures (Hershey & Olsen 2007)            distance to a bound
@@ -577,12 +577,15 @@ def quadrature_kl(
     The box ``B`` and the cells are chosen from what is known about the densities, so that
     nothing is missed whatever the scales (:mod:`jaxkl._quadrature`):
 
-    - Every component of both mixtures (a single Gaussian is one) is resolved: each cell
-      that meets a component's 6-sd core is split until it is at most 2 of that
-      component's conditional standard deviations wide along each axis, before any error
-      estimate is used. Then cells are bisected along the axes that carry the error
-      (per-axis difference between Gauss-Legendre rules of orders 15 and 10) until the
-      summed estimate is within ``max(rtol * |KL|, atol)``.
+    - Every component of both mixtures (a single Gaussian is one), and in 1-D every point
+      where a log-density switches from one component to another, is resolved before any
+      error estimate is used: cells are split until, along each axis, they are at most 2
+      of its conditional standard deviations wide near it and no wider than about their
+      distance to it (in those sds) further out, a graded mesh. Then cells are bisected
+      along the axes that carry the error (per-axis differences between Gauss-Legendre
+      rules of orders 15, 10 and 5, pessimistic on cells where a log-density switches
+      component) until the summed estimate is within ``max(rtol * |KL|, atol)`` (or the
+      float64 rounding bound, when larger).
     - For Gaussian mixtures ``B`` covers each component of q to ``R`` standard deviations,
       with ``R`` (8 to 37) chosen so that a rigorous bound of the integral outside ``B``
       (from the component parameters) is below ``atol / 100``; that bound is added to
@@ -662,6 +665,7 @@ def quadrature_kl(
             lo, hi = box
             tail = _quadrature.mixture_tail_bound(gq, gp, lo, hi)
     elif q_mixture:
+        # q's part of the bound picks the box; p's part is estimated after the cubature.
         lo, hi = box if box is not None else _quadrature.mixture_box(gq, gq, atol / 100)[:2]
     elif box is not None:
         lo, hi = box
