@@ -105,7 +105,7 @@ def test_random_1d_pairs_error_bounds_the_truth(x64):
 @pytest.mark.slow
 def test_random_2d_pairs_error_bounds_the_truth(x64):
     rng = np.random.default_rng(2025)
-    failures, ratios, methods = [], [], []
+    failures, ratios, methods, converged = [], [], [], 0
     for i in range(50):
         near = []
         q_args = ref.random_mixture_2d(rng, near)
@@ -114,10 +114,11 @@ def test_random_2d_pairs_error_bounds_the_truth(x64):
         truth, truth_error = ref.kl_2d(q_args, p_args)
         ratios.append(abs(r.value - truth) / (r.error + truth_error))
         methods.append(r.method)
+        converged += r.converged
         if not (r.value >= 0 and ratios[-1] <= 1):
             failures.append((i, r, truth, truth_error))
     print(f"2-D: 50 pairs, max |error| / bound = {max(ratios):.3g}, methods "
-          f"{ {m: methods.count(m) for m in set(methods)} }")
+          f"{ {m: methods.count(m) for m in set(methods)} }, {converged} converged")
     assert not failures, failures
 
 
