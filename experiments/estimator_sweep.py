@@ -14,14 +14,22 @@ Five families of (q, p), each swept over the true KL(q||p) (from
 
 Per point, ``replicates`` independent runs of ``num_samples`` samples give the mean (bias)
 and the per-sample std of each estimator (std/true is the std of a one-sample estimate,
-as in Schulman's note). Infinite variance is detected, not assumed: the Hill estimate of
-the upper tail index of r from ``hill_samples`` draws (its standard error alpha/sqrt(k)),
-and the growth of k3's sample std with the sample size. A point whose tail index is below
-2 by more than two standard errors is reported as "heavy" and its k3/cv* std is not drawn
-as a number: in the heavy scale family the exact index (also tabulated) confirms the
-variance is infinite; in the location family at KL >= 2 the variance is finite (r is
-log-normal) but needs n far beyond exp(4 KL) samples to estimate, and the diagnostic says
-so too.
+as in Schulman's note). Whether Var_q(r) (and so the variance of k3 and cv*) is finite is
+judged from three things, and the verdict never claims more than they support:
+
+- the exact tail index of r (:func:`exact_tail_index`): s^2/(s^2 - 1) for the wider scale
+  family; infinite, i.e. every moment finite, for the other four;
+- the Hill estimate of the upper tail index of r from ``hill_samples`` draws, with its
+  standard error alpha/sqrt(k);
+- the growth of k3's sample std from the smallest to the largest of ``growth_sizes``.
+
+:func:`verdict` says "heavy" where the exact index is at most 2, or (no exact index) the
+Hill interval alpha +- 2 se lies below 2; "finite" only where the Hill interval lies above
+2, k3's std does not keep growing with n, and the exact index (if any) is above 2; and
+"uncertain" otherwise (the interval reaches 2, or the std grows: a finite variance out of
+reach at this n, as in the location family at large KL where r is log-normal, looks the
+same). k3/cv* stds are drawn as numbers, and take part in the ranking, only where the
+verdict is "finite".
 
 Regimes the figure shows:
 
@@ -119,15 +127,49 @@ def hill_tail_index(log_ratio: np.ndarray, k: int) -> tuple[float, float]:
     return float(alpha), float(alpha / np.sqrt(k))
 
 
-def verdict(alpha: float, se: float) -> str:
-    """Returns "heavy" when r's tail index is below 2 at the sampled depth: the sample
-    variance of k3/cv* does not converge at this n (infinite, or finite but out of reach:
-    log-normal r with large sigma looks like this too)."""
-    if alpha + 2 * se < 2:
+def exact_tail_index(name: str, param: float) -> float | None:
+    """The tail index of r = p/q under q in closed form, where the family has one.
+
+    ``scale_wider``: q = N(0, 1), p = N(0, s^2) gives r ~ exp(x^2 (1 - 1/s^2) / 2), so
+    P(r > t) ~ t^(-s^2 / (s^2 - 1)). ``scale_narrower``: r is bounded (index infinite).
+    ``location``: r = exp(mu x - mu^2 / 2) is log-normal, and ``bimodal``:
+    r = exp(-a^2 / 2) cosh(a x) <= exp(a |x|); both have every moment under q (index
+    infinite). ``mixture_2d``: p(x) = q(x - t), and log q(x) = -min_k Q_k(x) + O(|x|) with
+    Q_k the components' quadratic forms, so log r = O(|x|) and every moment of r is finite
+    under q's Gaussian tails (index infinite). Other names: None (no closed form).
+    """
+    if name == "scale_wider":
+        return float(param**2 / (param**2 - 1))
+    if name in ("scale_narrower", "location", "bimodal", "mixture_2d"):
+        return float("inf")
+    return None
+
+
+# k3's sample std "keeps growing" with n when it is largest at the largest sample size and
+# exceeds its value at the smallest by this factor (with a finite, estimable variance the
+# stds scatter around one value; at s = 1.424 a full run grew 5.96 -> 8.64 from 2^12 to
+# 2^22, a factor 1.45).
+GROWTH_FACTOR = 1.2
+
+
+def std_grows(growth: dict[str, list[float]]) -> bool:
+    """Whether k3's sample std keeps growing with n (see GROWTH_FACTOR)."""
+    k3 = growth["k3"]
+    return bool(k3[-1] >= max(k3) and k3[-1] > GROWTH_FACTOR * k3[0])
+
+
+def verdict(alpha: float, se: float, exact: float | None = None, grows: bool = False) -> str:
+    """"heavy", "uncertain" or "finite": whether Var_q(r), hence the variance of k3 and
+    cv*, is finite and estimable at this n (see the module docstring)."""
+    if exact is not None and exact <= 2:
         return "heavy"
-    if alpha - 2 * se > 2:
+    if alpha + 2 * se < 2:
+        # Below 2 at the sampled depth: infinite, unless the exact index says the variance
+        # is finite but out of reach at this n (log-normal r with a large sigma).
+        return "uncertain" if exact is not None else "heavy"
+    if alpha - 2 * se > 2 and not grows:
         return "finite"
-    return "borderline"
+    return "uncertain"
 
 
 def sweep_point(q, p, true_kl: float, *, key, num_samples: int, replicates: int) -> dict:
@@ -178,6 +220,8 @@ def run(config, progress):
             log_ratio = np.asarray(sample_log_ratio(q, p, jax.random.fold_in(point_key, 7),
                                             config["hill_samples"]), np.float64)
             alpha, alpha_se = hill_tail_index(log_ratio, int(np.sqrt(config["hill_samples"])))
+            growth = std_growth(q, p, key=point_key, sizes=config["growth_sizes"])
+            exact = exact_tail_index(name, float(param))
             row = {
                 "param": float(param),
                 "true_kl": ref.value,
@@ -188,11 +232,11 @@ def run(config, progress):
                                           replicates=config["replicates"]),
                 "tail_index": alpha,
                 "tail_index_se": alpha_se,
-                "variance": verdict(alpha, alpha_se),
-                "growth": std_growth(q, p, key=point_key, sizes=config["growth_sizes"]),
+                "tail_index_exact": exact,
+                "k3_std_grows": std_grows(growth),
+                "variance": verdict(alpha, alpha_se, exact, std_grows(growth)),
+                "growth": growth,
             }
-            if name == "scale_wider":
-                row["tail_index_exact"] = float(param**2 / (param**2 - 1))
             if name == "location":
                 row["closed_form"] = location_closed_form(float(param))
             rows.append(row)
@@ -202,9 +246,10 @@ def run(config, progress):
 
 
 def _rmse_at_budget(point: dict, name: str, budget: int) -> float:
-    """RMSE of the n-sample mean: unbiased ones use bias 0; var = inf if flagged."""
+    """RMSE of the n-sample mean: unbiased ones use bias 0; k3/cv* count as infinite
+    unless their variance is judged finite (their measured std cannot be trusted)."""
     e = point["estimators"][name]
-    if name in USES_RATIO and point["variance"] == "heavy":
+    if name in USES_RATIO and point["variance"] != "finite":
         return float("inf")
     bias = e["bias"] if name == "k2" else 0.0
     return float(np.sqrt(bias**2 + e["std"] ** 2 / budget))
@@ -228,7 +273,7 @@ def plot(result, path):
     for r, fam in enumerate(families):
         kl = np.array([pt["true_kl"] for pt in fam["points"]])
         ax_b, ax_s = fig.add_subplot(grid[r, 0]), fig.add_subplot(grid[r, 1])
-        infinite = np.array([pt["variance"] == "heavy" for pt in fam["points"]])
+        infinite = np.array([pt["variance"] != "finite" for pt in fam["points"]])
         for name in ESTIMATORS:
             e = [pt["estimators"][name] for pt in fam["points"]]
             bias = np.abs([x["bias"] for x in e]) / kl
@@ -250,7 +295,7 @@ def plot(result, path):
                 height = 1.0 if name == "k3" else 0.94  # side by side, both visible
                 ax_s.plot(kl[hide], np.full(hide.sum(), height), "^", color=COLORS[name], ms=9,
                           transform=ax_s.get_xaxis_transform(), clip_on=False,
-                          label=f"{name}: std not estimable (tail index < 2)")
+                          label=f"{name}: std not estimable (heavy or uncertain tail)")
         if fam["name"] == "location":
             mu = np.sqrt(2 * np.geomspace(kl.min(), kl.max(), 100))
             forms = [location_closed_form(m) for m in mu]
@@ -304,25 +349,33 @@ def plot(result, path):
     plt.close(fig)
 
 
+def _exact(pt: dict) -> str:
+    exact = pt.get("tail_index_exact")
+    return "-" if exact is None else "inf" if np.isinf(exact) else f"{exact:.2f}"
+
+
 def table(result) -> str:
-    lines = ["| family | true KL | var(r) | tail index (exact) | " + " | ".join(
-        f"{n} std/true" for n in ESTIMATORS) + " | k2 bias/true | best at n=budget |",
-             "|---" * (6 + len(ESTIMATORS)) + "|"]
+    lines = ["| family | true KL | var(r) | tail index: Hill (exact) | k3 std, last/first n | "
+             + " | ".join(f"{n} std/true" for n in ESTIMATORS)
+             + " | k2 bias/true | best at n=budget |",
+             "|---" * (7 + len(ESTIMATORS)) + "|"]
     for fam, wins in zip(result["families"], winners(result), strict=True):
         for pt, win in zip(fam["points"], wins, strict=True):
-            alpha = f"{pt['tail_index']:.2f}+-{pt['tail_index_se']:.2f}"
-            if "tail_index_exact" in pt:
-                alpha += f" ({pt['tail_index_exact']:.2f})"
+            alpha = f"{pt['tail_index']:.2f}+-{pt['tail_index_se']:.2f} ({_exact(pt)})"
+            growth = f"{pt['growth']['k3'][-1] / pt['growth']['k3'][0]:.2f}x"
+            if pt["k3_std_grows"]:
+                growth += " (grows)"
             stds = []
             for n in ESTIMATORS:
-                if n in USES_RATIO and pt["variance"] == "heavy":
-                    stds.append("n/a (heavy)")
+                if n in USES_RATIO and pt["variance"] != "finite":
+                    stds.append(f"n/a ({pt['variance']})")
                 else:
                     stds.append(f"{pt['estimators'][n]['std'] / pt['true_kl']:.3g}")
             k2 = pt["estimators"]["k2"]
             lines.append(
                 f"| {fam['name']} | {pt['true_kl']:.3g} | {pt['variance']} | {alpha} | "
-                + " | ".join(stds) + f" | {k2['bias'] / pt['true_kl']:.3g} | {win} |")
+                f"{growth} | " + " | ".join(stds)
+                + f" | {k2['bias'] / pt['true_kl']:.3g} | {win} |")
     return "\n".join(lines)
 
 
@@ -344,19 +397,24 @@ def reading(result) -> str:
             f"{last['closed_form']['k2']['bias_rel']:.3g}).")
     if "scale_wider" in fams:
         pts = fams["scale_wider"]["points"]
-        inf = [p for p in pts if p["variance"] == "heavy"]
+        inf = [p for p in pts if p["tail_index_exact"] <= 2]
         if inf:
+            by_hill = sum(p["tail_index"] + 2 * p["tail_index_se"] < 2 for p in inf)
             grew = max(inf, key=lambda p: p["growth"]["k3"][-1] / p["growth"]["k3"][0])
             g = grew["growth"]["k3"]
             parts.append(
                 f"When p is wider than q (scale family), {len(inf)} of {len(pts)} points have "
-                f"a tail index of r below 2 (from KL={inf[0]['true_kl']:.2g}; exact index "
-                f"s^2/(s^2-1) < 2): Var(k3) is infinite and reported as such, not as a "
-                f"number; k3's sample std grew "
+                f"an exact tail index s^2/(s^2-1) of r at most 2 (from KL="
+                f"{inf[0]['true_kl']:.2g}; s >= sqrt 2, KL >= 0.097): Var(k3) is infinite "
+                f"there and reported as such, not as a number (Hill's estimate alone puts "
+                f"{by_hill} of them clearly below 2); k3's sample std grew "
                 f"{g[-1] / g[0]:.3g}x from n={result['growth_sizes'][0]} to "
                 f"n={result['growth_sizes'][-1]} at KL={grew['true_kl']:.2g} while k1's "
-                "stayed put (at the largest KL the heavy tail starts beyond the sampled "
-                "range, so only the tail index sees it); k1 is the estimator to use there.")
+                "stayed put (at the largest KLs the heavy tail starts beyond the sampled "
+                "range, so only the exact index sees it); k1 is the estimator to use there.")
+    verdicts = [p["variance"] for f in result["families"] for p in f["points"]]
+    parts.append("Verdicts on Var(r): " + ", ".join(
+        f"{v} {verdicts.count(v)}" for v in ("finite", "uncertain", "heavy")) + " points.")
     wins = winners(result)
     counts = {n: sum(row.count(n) for row in wins) for n in ESTIMATORS}
     parts.append("Winners by RMSE at n=" + str(result["budget"]) + ": "

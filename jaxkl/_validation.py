@@ -20,6 +20,8 @@ def check_float_array(x, name: str) -> jax.Array:
     Integer and boolean inputs are rejected rather than silently cast: a log-ratio or a
     log-probability stored as an integer is almost always a bug upstream.
     """
+    if x is None:
+        raise TypeError(f"`{name}` must be an array of floats, got None.")
     if isinstance(x, (bool, int)) or (
         hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jnp.floating)
     ):
@@ -27,7 +29,7 @@ def check_float_array(x, name: str) -> jax.Array:
         raise TypeError(f"`{name}` must have a floating dtype, got {dtype}.")
     try:
         x = jnp.asarray(x)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # e.g. a list holding None
         raise TypeError(f"`{name}` must be an array of floats, got {type(x).__name__}.") from e
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}.")
@@ -96,16 +98,42 @@ def concrete_value(x) -> np.ndarray | None:
         return None
 
 
+def check_numeric_values(x, name: str) -> np.ndarray | None:
+    """``x``'s concrete values (None under a trace), raising ``TypeError`` naming ``name``
+    unless they are numbers (not None, strings or objects)."""
+    if x is None:
+        raise TypeError(f"`{name}` must be a number or an array of numbers, got None.")
+    try:
+        values = concrete_value(x)
+    except (TypeError, ValueError):
+        values = np.asarray(None)
+    # jnp.issubdtype also knows bfloat16 (an ml_dtypes type NumPy does not call a number).
+    if values is not None and (values.dtype == bool
+                               or not jnp.issubdtype(values.dtype, jnp.number)):
+        raise TypeError(
+            f"`{name}` must be a number or an array of numbers, got {type(x).__name__} "
+            f"of dtype {values.dtype}."
+        )
+    return values
+
+
 def check_positive_values(x, name: str) -> None:
     """Raises ``ValueError`` unless every (concrete) entry of ``x`` is positive and finite."""
-    values = concrete_value(x)
+    values = check_numeric_values(x, name)
     if values is not None and not np.all((values > 0) & np.isfinite(values)):
         raise ValueError(f"`{name}` must be positive and finite, got {values}.")
 
 
 def check_key(key) -> jax.Array:
     """Returns ``key`` if it is one PRNG key (typed, or a raw ``uint32[2]``), else raises."""
-    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    if key is None:
+        raise TypeError("`key` must be a PRNG key from jax.random.key or jax.random.PRNGKey, "
+                        "got None.")
+    try:
+        key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    except (TypeError, ValueError) as e:
+        raise TypeError("`key` must be a PRNG key from jax.random.key or jax.random.PRNGKey, "
+                        f"got {type(key).__name__}.") from e
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(
@@ -126,6 +154,14 @@ def _as_number(value, name: str, expected: str) -> float:
         value, "__float__"
     ):
         raise TypeError(f"`{name}` must be {expected}, got {value!r}.")
+    if np.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be {expected} (a scalar), got shape {np.shape(value)}.")
+    if isinstance(value, jax.Array) and concrete_value(value) is None:
+        raise TypeError(
+            f"`{name}` must be known when the function is traced ({expected}: it sets a "
+            "static bound or constant), got a traced value; pass a Python number, or close "
+            "over it outside jit."
+        )
     return float(value)
 
 
@@ -177,3 +213,18 @@ def third_party_promotion() -> Iterator[None]:
     """
     with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
         yield
+
+
+def check_weight_values(values: np.ndarray, dtype, name: str) -> None:
+    """Raises ``ValueError`` unless concrete ``values`` are non-negative and sum to 1 over
+    the last axis (to a few ulps of ``dtype`` per component, at least 1e-6): silently
+    renormalising would hide a bug upstream; unnormalised weights go in as ``logits``."""
+    if np.any(values < 0):
+        raise ValueError(f"`{name}` must be non-negative, got {values}.")
+    sums = values.sum(axis=-1, dtype=np.float64)
+    tolerance = max(1e-6, 4 * values.shape[-1] * float(jnp.finfo(dtype).eps))
+    if np.any(np.abs(sums - 1) > tolerance):
+        raise ValueError(
+            f"`{name}` must sum to 1 over the last axis, got sums {sums}; normalise them "
+            "or pass unnormalised `logits` instead."
+        )

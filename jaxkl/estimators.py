@@ -149,7 +149,13 @@ def control_variate(log_ratio, lam) -> Array:
     """
     log_ratio = check_float_array(log_ratio, "log_ratio")
     dtype = compute_dtype(log_ratio.dtype)
-    lam = jnp.asarray(lam, dtype)
+    if lam is None or isinstance(lam, (str, bytes, bool)):
+        raise TypeError(f"`lam` must be a number or an array of numbers, got {lam!r}.")
+    try:
+        lam = jnp.asarray(lam, dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`lam` must be a number or an array of numbers, got "
+                        f"{type(lam).__name__}.") from e
     if lam.ndim:
         check_same_shape([("log_ratio", log_ratio), ("lam", lam)])
     l = log_ratio.astype(dtype)
@@ -178,7 +184,8 @@ def optimal_cv_lambda(log_ratio, *, axis=None) -> Array:
       axis: axis or axes to reduce.
 
     Returns:
-      ``lam_hat`` in float32 at least (0 where ``Var(r) = 0``).
+      ``lam_hat`` in float32 at least: 0 where ``Var(r) = 0`` (r is constant: every
+      ``lam`` gives the same estimate), NaN where the samples hold NaN or ``inf``.
 
     Example:
       >>> import jax, jaxkl
@@ -193,7 +200,9 @@ def optimal_cv_lambda(log_ratio, *, axis=None) -> Array:
     dr = r_minus_1 - r_minus_1.mean(axis=axis, keepdims=True)
     cov = (dl * dr).mean(axis=axis)
     var = (dr * dr).mean(axis=axis)
-    return jnp.where(var > 0, cov / jnp.where(var > 0, var, 1), 0)
+    # NaN in, NaN out: only an exactly constant r gives the defined 0 (a test "var > 0"
+    # would also turn a NaN variance into 0).
+    return jnp.where(var == 0, 0, cov / jnp.where(var == 0, 1, var))
 
 
 def forward_kl(log_ratio) -> Array:

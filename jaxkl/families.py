@@ -32,8 +32,10 @@ import numpy as np
 from jaxkl import _linalg
 from jaxkl._validation import (
     check_choice,
+    check_numeric_values,
     check_positive_int,
     check_positive_values,
+    check_weight_values,
     compute_dtype,
     concrete_value,
 )
@@ -114,7 +116,7 @@ def _check_common(positivity, loc_init_std, scale_init) -> tuple[float, float]:
 
 def _check_finite_values(x, name):
     """Checks concrete values; under a trace values are unknown and only shapes are checked."""
-    values = concrete_value(x)
+    values = check_numeric_values(x, name)
     if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values}.")
 
@@ -231,7 +233,8 @@ def full_covariance_gaussian(
     lower triangle of ``raw_scale_tril`` as is and ``softplus`` (or ``exp``) of its
     diagonal, so ``L`` is a valid Cholesky factor for every real input; the strict upper
     triangle is ignored (its gradient is zero). ``encode(loc=..., covariance=...)`` or
-    ``encode(loc=..., scale_tril=...)`` inverts it.
+    ``encode(loc=..., scale_tril=...)`` inverts it; a concrete ``scale_tril`` must be
+    lower-triangular with a positive diagonal (under ``jit`` its upper part is ignored).
 
     Reference: Kucukelbir et al., "Automatic Differentiation Variational Inference",
     JMLR 2017 (full-rank Gaussian).
@@ -279,6 +282,14 @@ def full_covariance_gaussian(
         scale_tril = _as_float(scale_tril)
         _check_shape(scale_tril, (dim, dim), "scale_tril")
         _check_finite_values(scale_tril, "scale_tril")
+        factor = concrete_value(scale_tril)
+        if factor is not None and np.any(factor[~np.tril(np.ones((dim, dim), bool))] != 0):
+            # Dropping the upper part would silently change the covariance.
+            raise ValueError(
+                "`scale_tril` must be lower-triangular (the Cholesky factor L of "
+                f"covariance = L L^T), got nonzero entries above the diagonal:\n{factor}\n"
+                "scipy.linalg.cholesky returns the upper factor unless lower=True."
+            )
         diagonal_values = concrete_value(jnp.diagonal(scale_tril))
         if diagonal_values is not None and not np.all(diagonal_values > 0):
             raise ValueError(
@@ -321,7 +332,9 @@ def gaussian_mixture(
     With ``dim=None`` the components are 1-D (scalar events, parameters of shape
     ``(K,)``); with an integer ``dim`` they are diagonal Gaussians in ``dim`` dimensions
     (parameters ``(K, dim)``). Parameters ``{"logits", "locs", "raw_scales"}``;
-    ``encode(weights=..., locs=..., scales=...)`` inverts them (logits ``= log weights``).
+    ``encode(weights=..., locs=..., scales=...)`` inverts them (logits ``= log weights``;
+    concrete weights must be positive and sum to 1, as in
+    :func:`jaxkl.gaussian_mixture_1d`).
 
     Sampling a mixture is not reparameterisable in the weights; the fitting objectives
     stratify over components instead (each component sampled with reparameterisation,
@@ -358,6 +371,9 @@ def gaussian_mixture(
 
     def encode(*, weights, locs, scales) -> Params:
         check_positive_values(weights, "weights")
+        weight_values = concrete_value(weights)
+        if weight_values is not None:  # as gaussian_mixture_1d: no silent renormalising
+            check_weight_values(weight_values, _as_float(weights).dtype, "weights")
         _check_finite_values(locs, "locs")
         check_positive_values(scales, "scales")
         weights, locs, scales = _as_float(weights), _as_float(locs), _as_float(scales)

@@ -79,6 +79,12 @@ _NEEDS_T = ("t_power",)
 # Their estimators use E_q[p/q] = 1 or log p itself, so a log density known only up to a
 # constant would give a different objective (and a different minimiser).
 _NEEDS_NORMALISED = ("reverse_kl_score_k3", "forward_kl", *_CSISZAR_OBJECTIVES)
+# make_loss and fit draw all of a step's samples at once (estimate streams; they cannot):
+# a draw must fit XLA's 32-bit array indexing, and 2**31 float32 values are already 8 GiB.
+# (num_samples=2**40 attempted a 30 TB allocation; 2**63 failed inside MLIR.)
+MAX_DRAW_ELEMENTS = 2**31 - 1
+# lax.scan over steps and the loss history index steps with 32-bit integers.
+MAX_STEPS = 2**31 - 1
 
 
 class FitResult(NamedTuple):
@@ -391,6 +397,24 @@ def _check_t(divergence: str, t) -> float | None:
     return estimators.check_parameter(t, "t")
 
 
+def _check_draw_size(n: int, family: Family) -> None:
+    """Raises ``ValueError`` naming ``num_samples`` when a step's draw would not fit."""
+    if n > MAX_DRAW_ELEMENTS:  # before tracing anything with a shape of that size
+        per_sample = 1
+    else:
+        def draw(key):
+            return _reparameterised_draw(family.distribution(family.init(key)), key, 1)[0]
+
+        per_sample = math.prod(jax.eval_shape(draw, jax.random.key(0)).shape)
+    if n * per_sample > MAX_DRAW_ELEMENTS:
+        raise ValueError(
+            f"`num_samples` = {n} would draw {n * per_sample} values per step for "
+            f"{family.name}; make_loss and fit hold a step's samples in memory at once, "
+            f"at most {MAX_DRAW_ELEMENTS} values. For a precise evaluation, stream with "
+            "jaxkl.estimate."
+        )
+
+
 def make_loss(
     p, family: Family, *, divergence: str, num_samples: int, alpha=None, t=None
 ) -> LossFn:
@@ -445,8 +469,9 @@ def make_loss(
       ``loss(params, key) -> (surrogate, estimate)``, both float32 at least.
 
     Raises:
-      ValueError: unknown divergence, event-shape mismatch, missing/extra ``alpha``, or a
-        target that the divergence cannot use.
+      ValueError: unknown divergence, event-shape mismatch, missing/extra ``alpha``, a
+        target that the divergence cannot use, or ``num_samples`` whose draw per step
+        exceeds :data:`MAX_DRAW_ELEMENTS` values.
 
     Example:
       >>> import jax, distrax, jaxkl.families as F
@@ -462,6 +487,7 @@ def make_loss(
     if not isinstance(family, Family):
         raise TypeError(f"`family` must be a jaxkl.families.Family, got {type(family).__name__}.")
     n = check_positive_int(num_samples, "num_samples")
+    _check_draw_size(n, family)
     alpha = _check_alpha(divergence, alpha)
     t = _check_t(divergence, t)
     _check_target(p, family, divergence)
@@ -531,7 +557,7 @@ def default_optimizer(num_steps: int, learning_rate: float = 0.05) -> optax.Grad
       >>> from jaxkl.fitting import default_optimizer
       >>> optimizer = default_optimizer(100)
     """
-    num_steps = check_positive_int(num_steps, "num_steps")
+    num_steps = _check_num_steps(num_steps)
     if isinstance(learning_rate, (str, bytes, bool)) or jnp.ndim(learning_rate) != 0:
         raise TypeError(f"`learning_rate` must be a scalar, got {learning_rate!r}.")
     value = concrete_value(learning_rate)  # None when traced (e.g. vmapped over learning rates)
@@ -567,6 +593,16 @@ def _check_init_params(init_params, family: Family, key) -> Params:
                 f"`init_params{jax.tree_util.keystr(path)}` must be finite, got {value}."
             )
     return jax.tree.map(_compute, jax.tree.map(jnp.asarray, init_params))
+
+
+def _check_num_steps(num_steps) -> int:
+    num_steps = check_positive_int(num_steps, "num_steps")
+    if num_steps > MAX_STEPS:
+        raise ValueError(
+            f"`num_steps` = {num_steps} exceeds {MAX_STEPS}: the compiled loop and its "
+            "loss history index steps with 32-bit integers."
+        )
+    return num_steps
 
 
 def _all_finite(tree) -> Array:
@@ -624,7 +660,9 @@ def fit(
       ``num_nonfinite_steps``.
 
     Raises:
-      ValueError, TypeError: bad divergence name, shapes, key, optimizer or parameters.
+      ValueError, TypeError: bad divergence name, shapes, key, optimizer or parameters;
+        ``num_steps`` above :data:`MAX_STEPS` or ``num_samples`` whose draw per step
+        exceeds :data:`MAX_DRAW_ELEMENTS` values.
 
     Example:
       >>> import jax, distrax
@@ -636,9 +674,9 @@ def fit(
       >>> round(float(result.q.mean()), 1), round(float(result.q.stddev()), 1)
       (2.0, 0.5)
     """
+    num_steps = _check_num_steps(num_steps)
     loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha,
                      t=t)
-    num_steps = check_positive_int(num_steps, "num_steps")
     if optimizer is None:
         optimizer = default_optimizer(num_steps)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):

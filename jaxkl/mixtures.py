@@ -32,6 +32,7 @@ from jaxkl._validation import (
     check_float_array,
     check_positive_values,
     check_same_shape,
+    check_weight_values,
     compute_dtype,
     concrete_value,
     third_party_promotion,
@@ -137,15 +138,7 @@ def _mixing(weights, logits, batch_components: tuple[int, ...], dtype) -> distra
         if not np.all(np.isfinite(values) | ((values == -np.inf) & (name == "logits"))):
             raise ValueError(f"`{name}` must be finite, got {values}.")
         if name == "weights":
-            if np.any(values < 0):
-                raise ValueError(f"`weights` must be non-negative, got {values}.")
-            sums = values.sum(axis=-1, dtype=np.float64)
-            tolerance = max(1e-6, 4 * values.shape[-1] * float(jnp.finfo(given.dtype).eps))
-            if np.any(np.abs(sums - 1) > tolerance):
-                raise ValueError(
-                    f"`weights` must sum to 1 over the last axis, got sums {sums}; "
-                    "normalise them or pass unnormalised `logits` instead."
-                )
+            check_weight_values(values, given.dtype, "weights")
         elif np.any(np.all(values == -np.inf, axis=-1)):
             raise ValueError("`logits` must not be -inf for every component.")
     given = given.astype(dtype)
@@ -314,7 +307,7 @@ def gaussian_mixture_full(
     return GaussianMixture(mixing, MultivariateNormalTri(means.astype(dtype), scale_tril))
 
 
-def _gaussian_params(d) -> tuple[Array, Array, bool]:
+def _gaussian_params(d, name: str) -> tuple[Array, Array, bool]:
     """(means [..., d], covariances [..., d, d], univariate?) of a Gaussian distribution."""
     if isinstance(d, distrax.Normal):
         loc, scale = jnp.broadcast_arrays(d.loc, d.scale)
@@ -323,7 +316,7 @@ def _gaussian_params(d) -> tuple[Array, Array, bool]:
         loc = jnp.broadcast_to(d.loc, d.batch_shape + d.event_shape)
         return loc, d.covariance(), False
     raise TypeError(
-        f"Expected a Gaussian (distrax.Normal or a distrax multivariate normal) or a "
+        f"`{name}` must be a Gaussian (distrax.Normal or a distrax multivariate normal) or a "
         f"distrax.MixtureSameFamily of them, got {type(d).__name__}."
     )
 
@@ -366,12 +359,17 @@ def mixture_params(d) -> tuple[MixtureParams, bool]:
       >>> params.covariances.tolist(), univariate
       ([[[4.0]]], True)
     """
+    return _named_mixture_params(d, "d")
+
+
+def _named_mixture_params(d, name: str) -> tuple[MixtureParams, bool]:
+    """:func:`mixture_params` whose ``TypeError`` names the caller's argument ``name``."""
     if isinstance(d, distrax.MixtureSameFamily):
-        means, covariances, univariate = _gaussian_params(d.components_distribution)
+        means, covariances, univariate = _gaussian_params(d.components_distribution, name)
         log_weights = jax.nn.log_softmax(d.mixture_distribution.logits, axis=-1)
         log_weights = jnp.broadcast_to(log_weights, means.shape[:-1])
     else:
-        means, covariances, univariate = _gaussian_params(d)
+        means, covariances, univariate = _gaussian_params(d, name)
         means, covariances = means[..., None, :], covariances[..., None, :, :]
         log_weights = jnp.zeros(means.shape[:-1], means.dtype)
     return MixtureParams(log_weights, means, covariances), univariate
@@ -401,7 +399,7 @@ def mixture_moments(d) -> MixtureMoments:
       >>> float(mixtures.mixture_moments(p).covariance)
       2.0
     """
-    params, univariate = mixture_params(d)
+    params, univariate = _named_mixture_params(d, "d")
     weights = jnp.exp(params.log_weights)
     mean = jnp.einsum("...k,...ki->...i", weights, params.means)
     centred = params.means - mean[..., None, :]

@@ -185,6 +185,37 @@ def _stream_impl(q, p, key, num_samples, *, features, chunk_size) -> stats.Momen
 _stream = jax.jit(_stream_impl, static_argnames=("features", "chunk_size"))
 
 
+@jax.custom_jvp
+def _not_differentiable(x: Array) -> Array:
+    """The identity, whose derivative is a clear error instead of JAX's loop message."""
+    return x
+
+
+@_not_differentiable.defjvp
+def _not_differentiable_jvp(primals, tangents):
+    del primals, tangents
+    raise TypeError(
+        "jaxkl.estimate is not differentiable: it streams samples through a loop whose "
+        "length depends on num_samples and returns summary statistics. For gradients of a "
+        "Monte Carlo KL objective use jaxkl.fitting.make_loss (reparameterised or score-"
+        "function estimators), or apply jaxkl.k1/k2/k3 to log-ratios you sample yourself."
+    )
+
+
+def guard_gradients(d):
+    """``d`` with every float leaf passed through :func:`_not_differentiable` (for
+    distributions that are pytrees; others are returned unchanged)."""
+    if not _is_pytree(d):
+        return d
+
+    def guard(leaf):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.inexact):
+            return _not_differentiable(leaf)
+        return leaf
+
+    return jax.tree_util.tree_map(guard, d)
+
+
 def _is_pytree(d) -> bool:
     leaves = jax.tree_util.tree_leaves(d)
     return not (len(leaves) == 1 and leaves[0] is d)
@@ -205,12 +236,14 @@ def summaries(moments: stats.Moments, names, where) -> dict[str, stats.Stats]:
     for name in names:
         if name == OPTIMAL_CV:
             i_k1, i_r = where[name]
-            # lam* = Cov(l, r) / Var(r) = -Cov(k1, r - 1) / Var(r - 1).
+            # lam* = Cov(l, r) / Var(r) = -Cov(k1, r - 1) / Var(r - 1); 0 where r is
+            # constant, NaN where the samples hold NaN (as optimal_cv_lambda).
             var_r = moments.comoment[i_r, i_r]
-            safe_var_r = jnp.where(var_r > 0, var_r, 1)
-            lam = jnp.where(var_r > 0, -moments.comoment[i_k1, i_r] / safe_var_r, 0)
+            safe_var_r = jnp.where(var_r == 0, 1, var_r)
+            lam = jnp.where(var_r == 0, 0, -moments.comoment[i_k1, i_r] / safe_var_r)
             weights = jnp.zeros(moments.mean.shape).at[i_k1].set(1.0).at[i_r].set(lam)
-            out[name] = stats.summarize_linear(moments, weights)
+            # lam is fitted to the same samples: the mean and lam use 2 degrees of freedom.
+            out[name] = stats.summarize_linear(moments, weights, ddof=2)
         else:
             out[name] = stats.summarize(moments, where[name])
     return out
@@ -286,7 +319,11 @@ def estimate(
       t: the exponent of ``"t_power"`` (a finite Python number).
 
     Returns:
-      Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count).
+      Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count);
+      ``std`` and ``stderr`` are NaN with one sample (two for ``cv*``).
+
+    ``estimate`` is not differentiable (``jax.grad`` raises a ``TypeError`` that says so);
+    for gradients use :func:`jaxkl.fitting.make_loss`.
 
     Example:
       >>> import distrax, jax, jaxkl
@@ -305,5 +342,6 @@ def estimate(
     num_samples, names, features, where, chunk_size = prepare(
         q, p, num_samples, estimators, chunk_size, {"alpha": alpha, "t": t}
     )
+    q, p = guard_gradients(q), guard_gradients(p)
     moments = stream_moments(q, p, key, num_samples, features=features, chunk_size=chunk_size)
     return summaries(moments, names, where)

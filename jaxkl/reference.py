@@ -9,7 +9,7 @@ the method that produced it (:class:`ReferenceKL`):
 method                    applies to                                          ``error`` is
 ========================  ==================================================  =====================
 ``"analytic"``            pairs with a KL registered in distrax               float64 rounding
-``"quadrature"``          1-D and 2-D densities (Gaussian mixtures included)  estimated abs. error
+``"quadrature"``          1-D and 2-D densities (Gaussian mixtures included)  abs. error bound
 ``"bounds"``              Gaussian mixtures, any dimension                    half the bound gap
 ``"variational"``         Gaussian mixtures (Hershey & Olsen 2007)            distance to a bound
 ``"product"``             Gaussian mixtures (Hershey & Olsen 2007)            distance to a bound
@@ -17,7 +17,12 @@ method                    applies to                                          ``
 ========================  ==================================================  =====================
 
 For the mixture methods, ``value +- error`` is guaranteed to contain the truth, because both
-approximations lie between the Durrieu-Thiran-Kelly lower and upper bounds.
+approximations lie between the Durrieu-Thiran-Kelly lower and upper bounds. For quadrature
+between Gaussian mixtures, the cells resolve every component and kink and the tails are
+bounded, and ``error`` bounded the true error on 300 random pairs checked against scipy
+(scales 1e-4 to 1e2, ``tests/test_reference_quadrature.py``); where quadrature cannot meet
+its tolerance, ``converged`` is False. No method returns a negative KL or, from a sample,
+an error of 0.
 
 Everything here runs eagerly in float64 (the distributions' parameters are converted to
 float64 under ``jax.enable_x64`` locally), whatever the input dtype: these are references
@@ -27,7 +32,6 @@ for tests and experiments, not functions to call inside ``jit``. The exceptions 
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -36,11 +40,15 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import special
 
-from jaxkl import _linalg
-from jaxkl._validation import check_choice, check_positive_int, compute_dtype
-from jaxkl.mixtures import MixtureParams, is_gaussian_mixture, mixture_params
+from jaxkl import _linalg, _quadrature
+from jaxkl._validation import check_choice, check_positive_int, compute_dtype, concrete_value
+from jaxkl.mixtures import (
+    MixtureParams,
+    _named_mixture_params,
+    is_gaussian_mixture,
+    mixture_params,
+)
 
 Array = jax.Array
 
@@ -56,11 +64,15 @@ class ReferenceKL(NamedTuple):
         ``analytic`` and ``quadrature``, one standard error for ``monte_carlo``, a
         guaranteed half-width for the mixture methods.
       method: the name of the method that produced ``value``.
+      converged: False only when quadrature stopped at its cell budget before meeting its
+        tolerance; ``error`` is then what it reached (``inf`` if the components could
+        not even be resolved), still an honest estimate but looser than asked.
     """
 
     value: float
     error: float
     method: str
+    converged: bool = True
 
 
 class MixtureKLApproximations(NamedTuple):
@@ -103,8 +115,8 @@ def exact_kl(q, p) -> Array:
     """
     if not hasattr(q, "kl_divergence"):
         raise ValueError(
-            f"No closed-form KL for q of type {type(q).__name__} (not a distrax "
-            "distribution); use jaxkl.reference_kl (quadrature, bounds or Monte Carlo)."
+            f"`q` of type {type(q).__name__} is not a distrax distribution: no closed-form "
+            "KL; use jaxkl.reference_kl (quadrature, bounds or Monte Carlo)."
         )
     try:
         return q.kl_divergence(p)
@@ -228,6 +240,10 @@ def mixture_kl_approximations(q, p) -> MixtureKLApproximations:
     Returns:
       :class:`MixtureKLApproximations` of arrays with the broadcast batch shape.
 
+    Raises:
+      ValueError: mismatched event dimensions, batch shapes that do not broadcast, or
+        (concrete) invalid parameters: a non-positive scale, a singular covariance.
+
     References:
       J. R. Hershey and P. A. Olsen, "Approximating the Kullback Leibler divergence between
       Gaussian mixture models", ICASSP 2007. J.-L. Durrieu, J.-Ph. Thiran and F. Kelly,
@@ -243,8 +259,10 @@ def mixture_kl_approximations(q, p) -> MixtureKLApproximations:
       >>> bool(a.lower <= a.variational <= a.upper)
       True
     """
-    params_q, _ = mixture_params(q)
-    params_p, _ = mixture_params(p)
+    _check_parameters(q, "q")
+    _check_parameters(p, "p")
+    params_q, _ = _named_mixture_params(q, "q")
+    params_p, _ = _named_mixture_params(p, "p")
     if params_q.means.shape[-1] != params_p.means.shape[-1]:
         raise ValueError(
             f"`q` and `p` must have the same event dimension, got {q.event_shape} and "
@@ -258,86 +276,8 @@ _approximations_jit = jax.jit(_approximations_from_params)
 
 
 # ----------------------------------------------------------------------------------------
-# Adaptive tensor-product Gauss-Legendre cubature (NumPy, float64).
-
-_LOW_ORDER, _HIGH_ORDER = 10, 15
-
-
-class _Cubature(NamedTuple):
-    value: np.ndarray  # [c] integrals of the integrand's outputs
-    error: float  # estimated absolute error of value[0]
-    converged: bool
-
-
-def _tensor_rule(order: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Legendre nodes [order**dim, dim] on [0, 1]**dim and weights summing to 1."""
-    x, w = np.polynomial.legendre.leggauss(order)
-    nodes = np.array(list(itertools.product((x + 1) / 2, repeat=dim)))
-    weights = np.prod(np.array(list(itertools.product(w / 2, repeat=dim))), axis=1)
-    return nodes, weights
-
-
-def _integrate_cells(f, lo, hi, rule) -> np.ndarray:
-    nodes, weights = rule
-    width = hi - lo
-    points = lo[:, None, :] + width[:, None, :] * nodes[None, :, :]
-    values = f(points.reshape(-1, lo.shape[1])).reshape(lo.shape[0], nodes.shape[0], -1)
-    return np.einsum("mnc,n,m->mc", values, weights, np.prod(width, axis=1))
-
-
-def _split(lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    mid = (lo + hi) / 2
-    corners = [np.array(c, dtype=bool) for c in itertools.product((0, 1), repeat=lo.shape[1])]
-    return (
-        np.concatenate([np.where(c, mid, lo) for c in corners]),
-        np.concatenate([np.where(c, hi, mid) for c in corners]),
-    )
-
-
-def _cubature(f, edges, *, rtol: float, atol: float, max_cells: int) -> _Cubature:
-    """Adaptive cubature of ``f`` (points [m, d] -> values [m, c]) over a grid of cells.
-
-    Each cell is integrated with two tensor Gauss-Legendre rules; ``|I_high - I_low|`` is
-    its error estimate, pessimistic for ``I_high`` (the value kept), since Gauss rules
-    converge geometrically on analytic integrands. The cells holding most of the error are
-    split into ``2**d`` children until the total estimate is within tolerance.
-    Reference: P. J. Davis and P. Rabinowitz, "Methods of Numerical Integration", 1984.
-    """
-    dim = len(edges)
-    low_rule, high_rule = _tensor_rule(_LOW_ORDER, dim), _tensor_rule(_HIGH_ORDER, dim)
-    starts = np.meshgrid(*[e[:-1] for e in edges], indexing="ij")
-    ends = np.meshgrid(*[e[1:] for e in edges], indexing="ij")
-    lo = np.stack([g.ravel() for g in starts], axis=1)
-    hi = np.stack([g.ravel() for g in ends], axis=1)
-
-    def evaluate(lo, hi):
-        values = _integrate_cells(f, lo, hi, high_rule)
-        return values, np.abs(values[:, 0] - _integrate_cells(f, lo, hi, low_rule)[:, 0])
-
-    values, errors = evaluate(lo, hi)
-    while True:
-        total, total_error = values.sum(axis=0), errors.sum()
-        tolerance = max(rtol * abs(total[0]), atol)
-        if not np.isfinite(total[0]) or total_error <= tolerance:
-            return _Cubature(total, float(total_error), True)
-        if lo.shape[0] + 2**dim > max_cells:
-            return _Cubature(total, float(total_error), False)
-        # Split the fewest cells whose errors leave at most half the tolerance behind.
-        order = np.argsort(errors)[::-1]
-        left_behind = total_error - np.cumsum(errors[order])
-        count = int(np.argmax(left_behind <= tolerance / 2)) + 1
-        count = min(count, (max_cells - lo.shape[0]) // (2**dim - 1), lo.shape[0])
-        refine = np.zeros(errors.shape, dtype=bool)
-        refine[order[: max(count, 1)]] = True
-        new_lo, new_hi = _split(lo[refine], hi[refine])
-        new_values, new_errors = evaluate(new_lo, new_hi)
-        lo, hi = np.concatenate([lo[~refine], new_lo]), np.concatenate([hi[~refine], new_hi])
-        values = np.concatenate([values[~refine], new_values])
-        errors = np.concatenate([errors[~refine], new_errors])
-
-
-# ----------------------------------------------------------------------------------------
-# Float64 log-densities and integration domains.
+# Float64 parameters, log-densities and integration domains (the cubature itself is in
+# jaxkl._quadrature).
 
 
 def _to_float64(d):
@@ -352,6 +292,11 @@ def _to_float64(d):
 
 
 def _event_dim(d, name: str) -> int:
+    if not hasattr(d, "event_shape") or not hasattr(d, "batch_shape"):
+        raise TypeError(
+            f"`{name}` must be a distrax distribution (or have its interface), got "
+            f"{type(d).__name__}."
+        )
     if tuple(d.batch_shape) != ():
         raise ValueError(
             f"`{name}` must be a single distribution (batch shape ()), got batch shape "
@@ -363,70 +308,147 @@ def _event_dim(d, name: str) -> int:
     return shape[0] if shape else 1
 
 
-def _numpy_params(d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(log_weights [K], means [K, d], covariances [K, d, d]) in float64."""
+# Parameters that every distrax distribution carrying them needs positive.
+_POSITIVE_PARAMETERS = ("scale", "scale_diag", "concentration", "rate", "concentration1",
+                        "concentration0", "temperature")
+
+
+def _concrete_float64(x) -> np.ndarray | None:
+    """x's values in float64, or None when x is absent, traced or not numeric."""
+    if x is None:
+        return None
+    values = concrete_value(x)
+    if values is None or not np.issubdtype(values.dtype, np.number):
+        return None
+    return np.asarray(values, np.float64)
+
+
+def _check_parameters(d, name: str) -> None:
+    """Raises ``ValueError`` naming ``name`` when d's (concrete) parameters are invalid.
+
+    A Normal with scale -1 has the covariance of scale 1 and a NaN ``log_prob``; a zero
+    scale or a singular covariance has no density at all. Both would otherwise give a
+    plausible-looking KL (or a NumPy ``LinAlgError``). Traced parameters cannot be
+    inspected and are left to the caller.
+    """
+    components = d
+    if isinstance(d, distrax.MixtureSameFamily):
+        logits = _concrete_float64(d.mixture_distribution.logits)
+        if logits is not None and (np.any(np.isnan(logits)) or np.any(logits == np.inf)
+                                   or np.any(np.all(logits == -np.inf, axis=-1))):
+            raise ValueError(
+                f"`{name}` has invalid mixture logits {logits} (NaN, +inf, or every "
+                "component -inf)."
+            )
+        components = d.components_distribution
+    loc = _concrete_float64(getattr(components, "loc", None))
+    if loc is not None and not np.all(np.isfinite(loc)):
+        raise ValueError(f"`{name}` has a non-finite location: {loc}.")
+    for attribute in _POSITIVE_PARAMETERS:
+        try:
+            value = getattr(components, attribute, None)
+        except (NotImplementedError, AttributeError, TypeError):  # computed properties
+            continue
+        values = None if value is None or callable(value) else _concrete_float64(value)
+        if values is not None and not np.all((values > 0) & np.isfinite(values)):
+            raise ValueError(
+                f"`{name}` has {attribute} {values}: it must be positive and finite "
+                f"({type(components).__name__})."
+            )
+    if isinstance(components, distrax.Uniform):
+        low, high = _concrete_float64(components.low), _concrete_float64(components.high)
+        if low is not None and high is not None and not (
+            np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)
+        ):
+            raise ValueError(f"`{name}` is a Uniform with low {low} >= high {high}.")
+    if isinstance(components, distrax.MultivariateNormalFromBijector) and not isinstance(
+        components, distrax.MultivariateNormalDiag
+    ):
+        leaves = jax.tree_util.tree_leaves(components)
+        concrete = all(concrete_value(leaf) is not None for leaf in leaves
+                       if isinstance(leaf, jax.Array))
+        covariance = _concrete_float64(components.covariance()) if concrete else None
+        if covariance is not None:
+            if not np.all(np.isfinite(covariance)):
+                raise ValueError(f"`{name}` has a non-finite covariance.")
+            try:
+                np.linalg.cholesky(covariance)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    f"`{name}` has a covariance that is not positive definite (a zero on "
+                    "the diagonal of its scale, or a singular scale)."
+                ) from None
+
+
+def _gaussians(d) -> _quadrature.Gaussians:
+    """A Gaussian (mixture) as float64 NumPy arrays (parameters checked beforehand)."""
     with jax.enable_x64(True):
         params, _ = mixture_params(_to_float64(d))
-        return tuple(np.asarray(a, np.float64) for a in params)
+        log_weights, means, covariances = (np.asarray(a, np.float64) for a in params)
+    return _quadrature.gaussians(log_weights, means, covariances)
 
 
-def _mixture_log_density(d) -> Callable[[np.ndarray], np.ndarray]:
-    log_weights, means, covariances = _numpy_params(d)
-    dim = means.shape[-1]
-    chol = np.linalg.cholesky(covariances)
-    inverse_chol = np.linalg.inv(chol)
-    log_norm = (
-        log_weights
-        - np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
-        - 0.5 * dim * math.log(2 * math.pi)
-    )
+def _generic_log_density(d, dim: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(base, offset) [n, d] -> d.log_prob(base + offset)`` in float64."""
 
-    def log_density(x):
-        z = np.einsum("kij,mkj->mki", inverse_chol, x[:, None, :] - means[None])
-        return special.logsumexp(log_norm - 0.5 * np.sum(z * z, axis=-1), axis=1)
-
-    return log_density
-
-
-def _generic_log_density(d, dim: int) -> Callable[[np.ndarray], np.ndarray]:
-    def log_density(x):
+    def log_density(base, offset):
+        x = base + offset
         with jax.enable_x64(True):
             points = jnp.asarray(x if dim > 1 else x[:, 0], jnp.float64)
-            return np.asarray(_to_float64(d).log_prob(points), np.float64)
+            return np.asarray(_to_float64(d).log_prob(points), np.float64), None
 
     return log_density
 
 
-def _log_density(d, dim: int) -> Callable[[np.ndarray], np.ndarray]:
-    return _mixture_log_density(d) if is_gaussian_mixture(d) else _generic_log_density(d, dim)
+def _at(log_density, x: np.ndarray) -> np.ndarray:
+    """A ``(base, offset)`` log-density at the points ``x`` ``[n, d]`` (values only)."""
+    return log_density(x, np.zeros_like(x))[0]
 
 
-# Half-width of the box in standard deviations: Gaussian tails beyond 10 sd hold < 1e-23.
+# Half-width of the box for distributions that are not Gaussian mixtures, in standard
+# deviations (widened below until q is e^-60 below its peak on the boundary).
 _WIDTH_SD = 10.0
 
 
-def _location_scale(d, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension (centres [K, d], scales [K, d]) that describe where d's mass is."""
-    if is_gaussian_mixture(d):
-        log_weights, means, covariances = _numpy_params(d)
-        keep = log_weights > -np.inf
-        sd = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
-        return means[keep], sd[keep]
+def _location_scale(d, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean [1, d], stddev [1, d]) of d in float64, or None when d has no finite ones."""
     try:
         with jax.enable_x64(True):
             d64 = _to_float64(d)
             mean = np.asarray(d64.mean(), np.float64).reshape(1, dim)
             sd = np.asarray(d64.stddev(), np.float64).reshape(1, dim)
-    except (NotImplementedError, AttributeError) as e:
-        raise ValueError(
-            f"Cannot choose a quadrature domain for q of type {type(d).__name__} (no mean/"
-            "stddev); pass `bounds=[[low, high], ...]`."
-        ) from e
+    except (NotImplementedError, AttributeError, TypeError):
+        return None
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sd)) and np.all(sd > 0)):
-        raise ValueError(
-            f"q of type {type(d).__name__} has mean {mean} and stddev {sd}; pass `bounds`."
-        )
+        return None
     return mean, sd
+
+
+def _features(d, dim: int) -> _quadrature.Features:
+    """Where d has structure that the cells must resolve: its components, or its mean and
+    stddev as one feature for other distributions."""
+    if is_gaussian_mixture(d):
+        g = _gaussians(d)
+        return _quadrature.gaussian_features(g.means, g.covariances)
+    location = _location_scale(d, dim)
+    if location is None:
+        return _quadrature.no_features(dim)
+    mean, sd = location
+    return _quadrature.gaussian_features(mean, np.eye(dim)[None] * sd[:, None, :] ** 2)
+
+
+def _support(d, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The support ``[low, high]`` of the distrax distributions with a bounded one."""
+    with jax.enable_x64(True):
+        if isinstance(d, distrax.Uniform):
+            low, high = np.asarray(d.low, np.float64), np.asarray(d.high, np.float64)
+        elif isinstance(d, distrax.Beta):
+            low, high = np.zeros(()), np.ones(())
+        elif isinstance(d, distrax.Gamma):
+            low, high = np.zeros(()), np.full((), np.inf)
+        else:
+            return None
+    return np.broadcast_to(low, (dim,)), np.broadcast_to(high, (dim,))
 
 
 def _boundary_points(lo, hi, count: int = 64) -> np.ndarray:
@@ -442,28 +464,58 @@ def _boundary_points(lo, hi, count: int = 64) -> np.ndarray:
     ])
 
 
-def _domain(q, log_q, dim: int, bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Box (lo [d], hi [d]) holding q's mass, and the smallest scale per dimension."""
-    if bounds is not None:
-        box = np.asarray(bounds, np.float64).reshape(-1, 2)
-        if box.shape != (dim, 2) or not np.all(box[:, 0] < box[:, 1]):
+def _generic_domain(q, log_q, dim: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Box holding the mass of a q that is not a Gaussian mixture, and whether it holds
+    all of it (q's support is bounded and inside)."""
+    location = _location_scale(q, dim)
+    support = _support(q, dim)
+    if location is None:
+        if support is None or not np.all(np.isfinite(support[0]) & np.isfinite(support[1])):
             raise ValueError(
-                f"`bounds` must be [[low, high]] * {dim} with low < high, got {bounds}."
+                f"Cannot choose a quadrature domain for q of type {type(q).__name__} (no "
+                "finite mean/stddev or bounded support); pass `bounds=[[low, high], ...]`."
             )
-        lo, hi = box[:, 0], box[:, 1]
-        return lo, hi, (hi - lo) / 64
-    centres, sd = _location_scale(q, dim)
-    lo = np.min(centres - _WIDTH_SD * sd, axis=0)
-    hi = np.max(centres + _WIDTH_SD * sd, axis=0)
-    if not is_gaussian_mixture(q):
-        # Widen until q is negligible on the boundary (heavier tails than Gaussian).
-        for _ in range(40):
-            peak = np.max(log_q(centres))
-            if np.max(log_q(_boundary_points(lo, hi))) < peak - 60:
-                break
-            centre = (lo + hi) / 2
-            lo, hi = centre - 1.5 * (centre - lo), centre + 1.5 * (hi - centre)
-    return lo, hi, np.min(sd, axis=0)
+        return support[0].copy(), support[1].copy(), True
+    centre, sd = location
+    lo, hi = centre[0] - _WIDTH_SD * sd[0], centre[0] + _WIDTH_SD * sd[0]
+    if support is not None:
+        lo, hi = np.maximum(lo, support[0]), np.minimum(hi, support[1])
+    # Widen until q is negligible on the boundary (heavier tails than Gaussian).
+    peak = float(np.max(_at(log_q, centre)))
+    for _ in range(40):
+        if np.max(_at(log_q, _boundary_points(lo, hi))) < peak - 60:
+            break
+        mid = (lo + hi) / 2
+        lo, hi = mid - 1.5 * (mid - lo), mid + 1.5 * (hi - mid)
+        if support is not None:
+            lo, hi = np.maximum(lo, support[0]), np.minimum(hi, support[1])
+    whole = support is not None and bool(np.all(lo <= support[0]) and np.all(hi >= support[1]))
+    return lo, hi, whole
+
+
+def _check_bounds(bounds, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``bounds`` as (low [d], high [d]), or a clear error."""
+    try:
+        box = np.asarray(bounds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`bounds` must be numbers [[low, high]] * {dim}, got {bounds!r}."
+        ) from None
+    if dim == 1 and box.shape == (2,):
+        box = box[None]
+    if box.shape != (dim, 2):
+        raise ValueError(
+            f"`bounds` must have shape ({dim}, 2), i.e. [[low, high]] for each of the {dim} "
+            f"dimension(s), got shape {box.shape}."
+        )
+    if not np.all(np.isfinite(box)):
+        raise ValueError(
+            f"`bounds` must be finite, got {box.tolist()}; omit `bounds` to integrate over "
+            "the whole of q's mass (the default box and its tail bound cover it)."
+        )
+    if not np.all(box[:, 0] < box[:, 1]):
+        raise ValueError(f"`bounds` must have low < high in every row, got {box.tolist()}.")
+    return box[:, 0], box[:, 1]
 
 
 def _check_tolerances(**tolerances) -> None:
@@ -474,35 +526,102 @@ def _check_tolerances(**tolerances) -> None:
             raise ValueError(f"`{name}` must be finite and >= 0, got {value}.")
 
 
+def _kl_integrand(log_q, log_p) -> Callable[[np.ndarray], np.ndarray]:
+    """Points ``base + offset`` (``[n, d]`` each) -> ``[n, 3]``: ``q (log q - log p)``,
+    ``q (|log q| + |log p|)`` (for the rounding bound) and ``q`` (mass)."""
+
+    def integrand(base, offset):
+        (lq, branch_q), (lp, branch_p) = log_q(base, offset), log_p(base, offset)
+        for name, values in (("q", lq), ("p", lp)):
+            bad = np.isnan(values) & (lq > -np.inf)
+            if bad.any():
+                where = (base + offset)[np.argmax(bad)].tolist()
+                raise ValueError(
+                    f"`{name}`.log_prob is NaN at x = {where}, where q has mass: invalid "
+                    "parameters, or a distribution whose log_prob is undefined there; pass "
+                    "`bounds` inside its support."
+                )
+        density = np.exp(lq)
+        with np.errstate(invalid="ignore"):
+            kl = np.where(density > 0, density * (lq - lp), 0.0)
+            size = np.where(density > 0, density * (np.abs(lq) + np.abs(lp)), 0.0)
+        # Which component dominates log q and log p: where it changes, log-sum-exp
+        # switches branch (a kink), which the cubature's error estimate must know.
+        labels = None
+        if branch_q is not None or branch_p is not None:
+            labels = (0 if branch_q is None else branch_q * 2**20) + (
+                0 if branch_p is None else branch_p)
+        return np.stack([kl, size, density], axis=1), labels
+
+    return integrand
+
+
+def _estimated_truncation(log_q, log_p, lo, hi, outside: float) -> float:
+    """``(mass of q outside) x (1 + max |log q - log p| on the boundary where q > 0)``."""
+    if outside <= 0:
+        return 0.0
+    boundary = _boundary_points(lo, hi)
+    lq, lp = _at(log_q, boundary), _at(log_p, boundary)
+    has_mass = lq > -np.inf
+    if not has_mass.any():
+        return outside
+    with np.errstate(invalid="ignore"):
+        ratio = float(np.max(np.abs(lq[has_mass] - lp[has_mass])))
+    return outside * (1.0 + ratio)
+
+
 def quadrature_kl(
     q, p, *, bounds=None, rtol: float = 1e-10, atol: float = 1e-15, max_cells: int | None = None
 ) -> ReferenceKL:
     r"""KL(q||p) by adaptive Gauss-Legendre cubature in 1 or 2 dimensions (float64).
 
     .. math:: KL = \int_{B} q(x) \left(\log q(x) - \log p(x)\right) dx
-              + \text{(mass of q outside } B).
+              + \int_{\mathbb R^d \setminus B} q(x) \log\frac{q(x)}{p(x)} dx.
 
-    The box ``B`` covers q's mass: each mixture component's mean +- 10 standard
-    deviations, or for other distributions mean +- 10 sd widened until q is ``e^-60``
-    below its peak on the boundary. The integrand uses log-densities (no underflow
-    problem: where q underflows to 0 the integrand is 0). Gaussians and Gaussian
-    mixtures are evaluated in NumPy float64, other distributions through their
-    ``log_prob`` under ``jax.enable_x64``.
+    The box ``B`` and the cells are chosen from what is known about the densities, so that
+    nothing is missed whatever the scales (:mod:`jaxkl._quadrature`):
+
+    - Every component of both mixtures (a single Gaussian is one), and in 1-D every point
+      where a log-density switches from one component to another, is resolved before any
+      error estimate is used: cells are split until, along each axis, they are at most 2
+      of its conditional standard deviations wide near it and no wider than about their
+      distance to it (in those sds) further out, a graded mesh. Then cells are bisected
+      along the axes that carry the error (per-axis differences between Gauss-Legendre
+      rules of orders 15, 10 and 5, pessimistic on cells where a log-density switches
+      component) until the summed estimate is within ``max(rtol * |KL|, atol)`` (or the
+      float64 rounding bound, when larger).
+    - For Gaussian mixtures ``B`` covers each component of q to ``R`` standard deviations,
+      with ``R`` (8 to 37) chosen so that a rigorous bound of the integral outside ``B``
+      (from the component parameters) is below ``atol / 100``; that bound is added to
+      ``error``. For other distributions ``B`` is the mean -+ 10 sd, cut to the support
+      where it is bounded (distrax ``Uniform``, ``Beta``, ``Gamma``), widened until q is
+      ``e^-60`` below its peak on the boundary, and the truncation is estimated.
+
+    ``error`` adds the cubature's estimate, the truncation term and a bound on float64
+    rounding (``64 eps int q (|log q| + |log p| + 1)``): for Gaussian mixtures,
+    ``|value - KL| <= error`` (checked against scipy on random pairs with scales 1e-4 to
+    1e2, ``tests/test_reference_quadrature.py``). ``value`` is never negative (KL >= 0;
+    a negative cubature value is raised to 0, which only moves it closer). If the
+    tolerance is not met within ``max_cells`` cells, ``converged`` is False and
+    ``error`` is what was reached (``inf`` when the components themselves could not be
+    resolved, e.g. extremely thin diagonal ridges in 2-D).
 
     Args:
       q, p: single distributions (batch shape ``()``) with scalar or 2-vector events.
-      bounds: optional ``[[low, high]] * d`` box to integrate over instead.
+      bounds: optional finite box ``[[low, high]] * d`` (``[low, high]`` in 1-D) to
+        integrate over instead; q's mass outside it is bounded (mixtures) or estimated
+        and counted in ``error``.
       rtol, atol: target relative/absolute accuracy of the cubature.
       max_cells: cap on the number of cells (default 20000 in 1-D, 40000 in 2-D).
 
     Returns:
-      :class:`ReferenceKL` with ``method="quadrature"``; ``error`` adds the cubature's
-      error estimate and the estimated truncation error ``(1 - Q(B)) (1 + max|log q/p|
-      on the boundary)``.
+      :class:`ReferenceKL` with ``method="quadrature"`` (Python floats; ``value`` is
+      ``inf``, with error 0, where p vanishes where q has mass).
 
     Raises:
-      ValueError: for more than 2 dimensions, batched distributions, or mismatched
-        event shapes.
+      ValueError: for more than 2 dimensions, batched distributions, mismatched event
+        shapes, invalid parameters (a non-positive scale, a singular covariance), invalid
+        ``bounds``, or a ``log_prob`` that is NaN where q has mass.
 
     Reference: P. J. Davis and P. Rabinowitz, "Methods of Numerical Integration", 2nd ed.,
     1984 (adaptive product Gauss rules).
@@ -513,6 +632,8 @@ def quadrature_kl(
       >>> r = quadrature_kl(distrax.Normal(0.0, 1.0), distrax.Normal(1.0, 2.0))
       >>> round(r.value, 8), float(distrax.Normal(0.0, 1.0).kl_divergence(distrax.Normal(1.0, 2.0)))
       (0.44314718, 0.44314718)
+      >>> r.converged, r.error < 1e-10
+      (True, True)
     """
     _check_tolerances(rtol=rtol, atol=atol)
     if max_cells is not None:
@@ -528,41 +649,69 @@ def quadrature_kl(
             f"Quadrature handles 1-D and 2-D distributions, got dimension {dim}; use "
             "method='bounds' (Gaussian mixtures) or method='monte_carlo'."
         )
-    log_q, log_p = _log_density(q, dim), _log_density(p, dim)
-    lo, hi, q_scale = _domain(q, log_q, dim, bounds)
-    _, p_scale = _location_scale(p, dim) if bounds is None and is_gaussian_mixture(p) else (
-        None, np.full((1, dim), np.inf)
-    )
-    # Start with cells no wider than the narrowest component (up to a cap per dimension).
-    finest = np.minimum(q_scale, np.min(p_scale, axis=0))
-    cap = 64 if dim == 1 else 16
-    counts = np.clip(np.ceil((hi - lo) / finest), 8, cap).astype(int)
-    edges = [np.linspace(lo[i], hi[i], counts[i] + 1) for i in range(dim)]
-
-    def integrand(x):
-        lq, lp = log_q(x), log_p(x)
-        density = np.exp(lq)
-        with np.errstate(invalid="ignore"):
-            kl = np.where(density > 0, density * (lq - lp), 0.0)
-        return np.stack([kl, density], axis=1)
-
+    _check_parameters(q, "q")
+    _check_parameters(p, "p")
+    box = None if bounds is None else _check_bounds(bounds, dim)
     max_cells = max_cells or (20000 if dim == 1 else 40000)
-    result = _cubature(integrand, edges, rtol=rtol, atol=atol, max_cells=max_cells)
+    q_mixture, p_mixture = is_gaussian_mixture(q), is_gaussian_mixture(p)
+    gq = _gaussians(q) if q_mixture else None
+    gp = _gaussians(p) if p_mixture else None
+    log_q = _quadrature.mixture_log_density(gq) if q_mixture else _generic_log_density(q, dim)
+    log_p = _quadrature.mixture_log_density(gp) if p_mixture else _generic_log_density(p, dim)
+    features = _quadrature.concat_features(_features(q, dim), _features(p, dim))
+
+    # The box, and the part of the integral outside it: bounded for two mixtures.
+    whole = False
+    if q_mixture and p_mixture:
+        if box is None:
+            lo, hi, tail = _quadrature.mixture_box(gq, gp, atol / 100)
+        else:
+            lo, hi = box
+            tail = _quadrature.mixture_tail_bound(gq, gp, lo, hi)
+    elif q_mixture:
+        # q's part of the bound picks the box; p's part is estimated after the cubature.
+        lo, hi = box if box is not None else _quadrature.mixture_box(gq, gq, atol / 100)[:2]
+    elif box is not None:
+        lo, hi = box
+    else:
+        lo, hi, whole = _generic_domain(q, log_q, dim)
+
+    def tolerance(total):
+        return max(rtol * abs(total[0]), atol, _quadrature.rounding_error(total[1]))
+
+    if dim == 1:
+        # In 1-D the kinks of log-sum-exp are points, known in closed form.
+        features = _quadrature.concat_features(features, *(
+            _quadrature.crossing_features_1d(g) for g in (gq, gp) if g is not None))
+    result = _quadrature.integrate(_kl_integrand(log_q, log_p), lo, hi, features,
+                                   tolerance=tolerance, max_cells=max_cells)
     value = float(result.value[0])
     if not np.isfinite(value):
-        return ReferenceKL(value, 0.0, "quadrature")
-    boundary = _boundary_points(lo, hi)
-    with np.errstate(invalid="ignore"):
-        log_ratio = np.abs(log_q(boundary) - log_p(boundary))
-    outside = max(1.0 - float(result.value[1]), 0.0)
-    truncation = outside * (1.0 + float(np.nanmax(log_ratio)))
-    return ReferenceKL(value, result.error + truncation, "quadrature")
+        # +inf: p vanishes where q has mass (the integrand is +inf at a node).
+        return ReferenceKL(value, 0.0, "quadrature", result.converged)
+    if not (q_mixture and p_mixture):
+        if whole:
+            outside = 0.0
+        elif q_mixture:
+            outside = _quadrature.mixture_mass_outside(gq, lo, hi)
+        else:
+            outside = max(1.0 - float(result.value[2]), 0.0)
+        tail = _estimated_truncation(log_q, log_p, lo, hi, outside)
+    error = result.error + tail + _quadrature.rounding_error(float(result.value[1]))
+    return ReferenceKL(max(value, 0.0), error, "quadrature", result.converged)
+
+
+# The standard error is estimated from the same samples as the value. Below ~1000 samples
+# its own relative error exceeds ~2% even for a Gaussian log-ratio (sqrt(1 / (2(n - 1)))),
+# and far more for heavier tails: a smaller sample cannot support the error it reports.
+MIN_MONTE_CARLO_SAMPLES = 1000
 
 
 def monte_carlo_kl(q, p, *, key, num_samples: int = 2**22, estimator: str = "k1") -> ReferenceKL:
     r"""KL(q||p) from ``num_samples`` samples of q, with its standard error.
 
-    .. math:: \widehat{KL} = \frac1n \sum_i k(\log p(x_i) - \log q(x_i)), \quad x_i \sim q.
+    .. math:: \widehat{KL} = \frac1n \sum_i k(\log p(x_i) - \log q(x_i)), \quad
+              x_i \sim q, \qquad \mathrm{error} = s_k / \sqrt n.
 
     The default estimator k1 (``-l``) is unbiased and has finite variance whenever the
     log-ratio has a second moment; k3 and ``cv*`` have lower variance near ``p = q`` but
@@ -570,14 +719,22 @@ def monte_carlo_kl(q, p, *, key, num_samples: int = 2**22, estimator: str = "k1"
     meaningless). Runs :func:`jaxkl.estimate` (streamed; constant memory) in the
     distributions' dtype.
 
+    ``error`` is one standard error, which is itself estimated from the samples: at least
+    :data:`MIN_MONTE_CARLO_SAMPLES` are required. A sample with no spread (every
+    log-ratio equal) says nothing about the variance: its ``error`` is ``inf``, never 0.
+
     Args:
       q: the sampling distribution; p: the other one (needs ``log_prob``).
       key: a PRNG key.
-      num_samples: number of samples.
+      num_samples: number of samples (an int >= 1000).
       estimator: ``"k1"``, ``"k3"`` or ``"cv*"``.
 
     Returns:
       :class:`ReferenceKL` with ``method="monte_carlo"`` and ``error`` = one standard error.
+
+    Raises:
+      ValueError: ``num_samples`` below :data:`MIN_MONTE_CARLO_SAMPLES`, or an unknown
+        ``estimator``.
 
     Reference: J. Schulman, "Approximating KL Divergence", 2020.
 
@@ -592,16 +749,27 @@ def monte_carlo_kl(q, p, *, key, num_samples: int = 2**22, estimator: str = "k1"
     from jaxkl.montecarlo import estimate
 
     check_choice(estimator, "estimator", ("k1", "k3", "cv*"))
-    num_samples = check_positive_int(num_samples, "num_samples")
+    num_samples = _check_monte_carlo_samples(num_samples)
     stats = estimate(q, p, key=key, num_samples=num_samples, estimators=(estimator,))[estimator]
-    return ReferenceKL(float(stats.mean), float(stats.stderr), "monte_carlo")
+    error = float(stats.stderr)
+    return ReferenceKL(float(stats.mean), error if error > 0 else math.inf, "monte_carlo")
+
+
+def _check_monte_carlo_samples(num_samples) -> int:
+    num_samples = check_positive_int(num_samples, "num_samples")
+    if num_samples < MIN_MONTE_CARLO_SAMPLES:
+        raise ValueError(
+            f"`num_samples` = {num_samples} is too few for a Monte Carlo reference: its "
+            f"standard error is estimated from the same samples and needs at least "
+            f"{MIN_MONTE_CARLO_SAMPLES} to mean anything."
+        )
+    return num_samples
 
 
 def _gaussian_kl(q, p) -> float:
     """KL between two Gaussians in NumPy float64 (distrax keeps some float32 internals)."""
-    _, mean_q, cov_q = _numpy_params(q)
-    _, mean_p, cov_p = _numpy_params(p)
-    mean_q, cov_q, mean_p, cov_p = mean_q[0], cov_q[0], mean_p[0], cov_p[0]
+    gq, gp = _gaussians(q), _gaussians(p)
+    mean_q, cov_q, mean_p, cov_p = gq.means[0], gq.covariances[0], gp.means[0], gp.covariances[0]
     chol_p = np.linalg.cholesky(cov_p)
     whitened = np.linalg.solve(chol_p, np.linalg.cholesky(cov_q))
     delta = np.linalg.solve(chol_p, mean_p - mean_q)
@@ -656,26 +824,33 @@ def reference_kl(
     .. math:: KL(q \| p) = E_{x \sim q}\left[\log q(x) - \log p(x)\right].
 
     ``method="auto"`` picks, in order: the analytic KL registered in distrax (float64);
-    quadrature for 1-D and 2-D events (:func:`quadrature_kl`); for Gaussian mixtures in
-    higher dimensions, the Durrieu-Thiran-Kelly bounds' midpoint or, when ``key`` is
-    given, Monte Carlo if its standard error is smaller than the bounds' half-gap;
-    otherwise Monte Carlo (needs ``key``).
+    quadrature for 1-D and 2-D events (:func:`quadrature_kl`), unless it could not reach
+    its tolerance and the Durrieu-Thiran-Kelly bounds of two mixtures are tighter; for
+    Gaussian mixtures in higher dimensions, the bounds' midpoint or, when ``key`` is
+    given, Monte Carlo if its standard error is smaller than the bounds' guaranteed
+    half-gap; otherwise Monte Carlo (needs ``key``).
+
+    Every method checks the distributions' parameters first: a non-positive scale, a
+    singular covariance or invalid mixture weights raise a ``ValueError`` naming ``q`` or
+    ``p`` (a Normal with scale -1 has the covariance of scale 1 and would otherwise give
+    a plausible number).
 
     Args:
       q, p: single distributions (batch shape ``()``), distrax or with its interface.
       method: one of ``"auto"``, ``"analytic"``, ``"quadrature"``, ``"bounds"``,
         ``"variational"``, ``"product"``, ``"monte_carlo"``.
       key: PRNG key for Monte Carlo (required by ``"monte_carlo"``).
-      num_samples: Monte Carlo sample size.
+      num_samples: Monte Carlo sample size (at least :data:`MIN_MONTE_CARLO_SAMPLES`
+        where Monte Carlo runs).
       bounds: quadrature box ``[[low, high]] * d`` (default: chosen from q).
       rtol: quadrature's target relative accuracy.
 
     Returns:
-      :class:`ReferenceKL` ``(value, error, method)``.
+      :class:`ReferenceKL` ``(value, error, method, converged)``.
 
     Raises:
       ValueError: unknown method, a method that does not apply to these distributions,
-        or no applicable method.
+        no applicable method, invalid parameters, or too few Monte Carlo samples.
 
     References:
       Analytic KLs: distrax. Mixtures: J. R. Hershey and P. A. Olsen, ICASSP 2007;
@@ -700,6 +875,8 @@ def reference_kl(
             f"`q` and `p` must have the same event shape, got {q.event_shape} and "
             f"{p.event_shape}."
         )
+    _check_parameters(q, "q")
+    _check_parameters(p, "p")
     mixtures = is_gaussian_mixture(q) and is_gaussian_mixture(p)
     if method in ("bounds", "variational", "product") and not mixtures:
         raise ValueError(
@@ -721,7 +898,14 @@ def reference_kl(
     if _has_analytic(q, p):
         return _analytic(q, p)
     if dim <= 2:
-        return quadrature_kl(q, p, bounds=bounds, rtol=rtol)
+        result = quadrature_kl(q, p, bounds=bounds, rtol=rtol)
+        if result.converged or not mixtures:
+            return result
+        # The cubature ran out of cells (e.g. a 2-D ridge too thin to resolve): the
+        # guaranteed bounds may be the tighter statement.
+        return min(result, _from_bounds(q, p, "bounds"), key=lambda r: r.error)
+    if key is not None:
+        num_samples = _check_monte_carlo_samples(num_samples)
     candidates = []
     if mixtures:
         candidates.append(_from_bounds(q, p, "bounds"))

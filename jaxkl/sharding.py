@@ -264,6 +264,7 @@ def estimate_sharded(
         q, p, num_samples, estimators, chunk_size, {"alpha": alpha, "t": t}
     )
     chunks_per_call = check_positive_int(chunks_per_call, "chunks_per_call")
+    q, p = montecarlo.guard_gradients(q), montecarlo.guard_gradients(p)
     # Typed keys travel as their raw data: device_put onto a mesh that spans several
     # processes accepts plain arrays only.
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)

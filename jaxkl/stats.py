@@ -56,6 +56,11 @@ class Moments(NamedTuple):
 class Stats(NamedTuple):
     """Summary of one estimator's samples: mean, std (ddof=1), standard error, count.
 
+    With too few samples the spread is undefined, and ``std``, ``stderr`` and the
+    :meth:`interval` are NaN, never 0: one sample (two for the control variate ``cv*`` of
+    :func:`jaxkl.estimate`, whose coefficient is fitted to the same samples) says nothing
+    about the variance. With no sample, ``mean`` is NaN too.
+
     Example:
       >>> import jax.numpy as jnp, jaxkl
       >>> s = jaxkl.describe(jnp.array([1.0, 2.0, 3.0, 4.0]))
@@ -69,7 +74,8 @@ class Stats(NamedTuple):
     count: Array
 
     def interval(self, level: float = 0.95) -> tuple[Array, Array]:
-        """Normal-approximation confidence interval ``mean -+ z * stderr`` at ``level``."""
+        """Normal-approximation confidence interval ``mean -+ z * stderr`` at ``level``
+        (NaN where ``stderr`` is: too few samples)."""
         z = _z(level)
         return self.mean - z * self.stderr, self.mean + z * self.stderr
 
@@ -132,7 +138,12 @@ def from_features(features, valid: Array | None = None, shift: Array | None = No
       >>> float(m.mean[0]), float(m.comoment[0, 0]), float(m.comoment[0, 1])
       (10002.0, 2.0, 4.0)
     """
-    features = list(features)
+    if features is None or isinstance(features, (str, bytes)) or not hasattr(features,
+                                                                              "__iter__"):
+        raise TypeError(f"`features` must be a sequence of [n] float arrays, got {features!r}.")
+    features = [check_float_array(f, f"features[{i}]") for i, f in enumerate(features)]
+    if not features:
+        raise ValueError("`features` must hold at least one [n] array.")
     if valid is None:
         valid = jnp.ones(features[0].shape, bool)
     first = jnp.stack([f[0] for f in features])
@@ -158,6 +169,7 @@ def from_samples(x: Array, valid: Array | None = None) -> Moments:
       >>> int(m.count), float(m.mean[0]), float(m.comoment[0, 0])
       (2, 2.0, 2.0)
     """
+    x = check_float_array(x, "x")
     if x.ndim != 2:
         raise ValueError(f"`x` must have shape [n, k], got {x.shape}.")
     return from_features([x[:, i] for i in range(x.shape[1])], valid)
@@ -185,10 +197,22 @@ def merge(a: Moments, b: Moments) -> Moments:
     return Moments(count, mean, comoment)
 
 
+def _spread(mean: Array, variance: Array, count: Array, ddof: int) -> Stats:
+    """Stats from a variance with ``ddof`` degrees of freedom used: NaN std/stderr when
+    ``count <= ddof`` (the sample says nothing about the spread), NaN mean when empty."""
+    n = count.astype(mean.dtype)
+    enough = count > ddof
+    std = jnp.where(enough, jnp.sqrt(jnp.maximum(variance, 0)), jnp.nan)
+    stderr = std / jnp.sqrt(jnp.maximum(n, 1))
+    return Stats(mean=jnp.where(count > 0, mean, jnp.nan), std=std, stderr=stderr, count=count)
+
+
 def summarize(m: Moments, index: int) -> Stats:
     r"""The :class:`Stats` of feature ``index`` (sample std with ddof = 1).
 
     .. math:: s = \sqrt{C_{ii} / (n - 1)}, \quad \mathrm{stderr} = s / \sqrt n.
+
+    ``std`` and ``stderr`` are NaN for ``n < 2``; ``mean`` is NaN for ``n = 0``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -196,18 +220,23 @@ def summarize(m: Moments, index: int) -> Stats:
       >>> s = stats.summarize(stats.from_samples(jnp.array([[0.0], [2.0]])), 0)
       >>> float(s.mean), float(s.std), float(s.stderr)
       (1.0, 1.4142135381698608, 1.0)
+      >>> float(stats.summarize(stats.from_samples(jnp.array([[3.0]])), 0).std)
+      nan
     """
     n = m.count.astype(m.mean.dtype)
     variance = m.comoment[index, index] / jnp.maximum(n - 1, 1)
-    std = jnp.sqrt(variance)
-    return Stats(mean=m.mean[index], std=std, stderr=std / jnp.sqrt(jnp.maximum(n, 1)),
-                 count=m.count)
+    return _spread(m.mean[index], variance, m.count, ddof=1)
 
 
-def summarize_linear(m: Moments, weights: Array) -> Stats:
+def summarize_linear(m: Moments, weights: Array, *, ddof: int = 1) -> Stats:
     r"""The :class:`Stats` of the linear combination ``weights @ x`` of the features.
 
-    .. math:: \bar y = w^T \bar x, \quad s^2 = w^T C w / (n - 1).
+    .. math:: \bar y = w^T \bar x, \quad s^2 = w^T C w / (n - \mathrm{ddof}).
+
+    ``ddof = 1`` for fixed weights; ``ddof = 2`` when the weights were fitted to the same
+    samples (a regression coefficient and the mean use two degrees of freedom: with two
+    samples the fitted combination is constant and its spread tells nothing). ``std`` and
+    ``stderr`` are NaN for ``n <= ddof``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -217,33 +246,52 @@ def summarize_linear(m: Moments, weights: Array) -> Stats:
       0.0
     """
     n = m.count.astype(m.mean.dtype)
-    variance = weights @ m.comoment @ weights / jnp.maximum(n - 1, 1)
-    std = jnp.sqrt(jnp.maximum(variance, 0))
-    return Stats(mean=weights @ m.mean, std=std, stderr=std / jnp.sqrt(jnp.maximum(n, 1)),
-                 count=m.count)
+    variance = weights @ m.comoment @ weights / jnp.maximum(n - ddof, 1)
+    return _spread(weights @ m.mean, variance, m.count, ddof=ddof)
 
 
 def describe(x, *, axis: int = 0) -> Stats:
-    """Mean, std (ddof=1), standard error and count of ``x`` along ``axis`` (in one pass).
+    r"""Mean, std (ddof=1), standard error and count of ``x`` along ``axis`` (in one pass).
+
+    .. math:: \bar x = \frac1n \sum_i x_i, \quad s^2 = \frac{1}{n-1} \sum_i (x_i - \bar x)^2,
+              \quad \mathrm{stderr} = s / \sqrt n.
+
+    With one value the std is undefined: ``std`` and ``stderr`` are NaN (never 0); with
+    none, ``mean`` is NaN too.
 
     Args:
-      x: float array.
-      axis: the sample axis.
+      x: float array of rank >= 1.
+      axis: the sample axis (an int in ``[-x.ndim, x.ndim)``).
 
     Returns:
-      :class:`Stats` with the other axes kept.
+      :class:`Stats` with the other axes kept; ``count`` is an integer array.
+
+    Raises:
+      TypeError: ``x`` is not a float array, or ``axis`` is not an int.
+      ValueError: ``x`` is a scalar, or ``axis`` is out of range.
 
     Example:
       >>> import jax.numpy as jnp, jaxkl
       >>> float(jaxkl.describe(jnp.array([0.0, 2.0])).stderr)
       1.0
+      >>> float(jaxkl.describe(jnp.array([2.0])).std)
+      nan
     """
     x = check_float_array(x, "x")
+    if x.ndim == 0:
+        raise ValueError("`x` must have a sample axis (rank >= 1), got a scalar.")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"`axis` must be an int, got {axis!r}.")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"`axis` = {axis} is out of range for `x` of shape {x.shape}.")
     n = x.shape[axis]
-    mean = x.mean(axis=axis)
-    std = x.std(axis=axis, ddof=1) if n > 1 else jnp.zeros_like(mean)
+    if n == 0:
+        mean = jnp.full(x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:], jnp.nan, x.dtype)
+    else:
+        mean = x.mean(axis=axis)
+    std = x.std(axis=axis, ddof=1) if n > 1 else jnp.full_like(mean, jnp.nan)
     count = jnp.full(mean.shape, n, _count_dtype())
-    return Stats(mean=mean, std=std, stderr=std / np.sqrt(n), count=count)
+    return Stats(mean=mean, std=std, stderr=std / np.sqrt(max(n, 1)), count=count)
 
 
 def relative_error(stats: Stats, true_value, *, level: float = 0.95) -> Interval:
@@ -267,7 +315,14 @@ def relative_error(stats: Stats, true_value, *, level: float = 0.95) -> Interval
       >>> [round(float(v), 3) for v in jaxkl.relative_error(s, 1.0)]
       [0.1, 0.002, 0.198]
     """
-    true_value = jnp.asarray(true_value, stats.mean.dtype)
+    if not isinstance(stats, Stats):
+        raise TypeError(f"`stats` must be a jaxkl.Stats, got {type(stats).__name__}.")
+    if true_value is None or isinstance(true_value, (str, bytes, bool)):
+        raise TypeError(f"`true_value` must be a number, got {true_value!r}.")
+    try:
+        true_value = jnp.asarray(true_value, stats.mean.dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`true_value` must be a number, got {type(true_value).__name__}.") from e
     z = _z(level)
     value = (stats.mean - true_value) / true_value
     half = z * stats.stderr / jnp.abs(true_value)

@@ -34,6 +34,35 @@ def test_hill_estimator_recovers_a_pareto_tail_index():
     assert sweep.verdict(1.2, 0.05) == "heavy" and sweep.verdict(3.0, 0.1) == "finite"
 
 
+def test_verdict_never_says_finite_without_support():
+    # Issue 15: at s = 1.424 (exact index 1.97 < 2) the Hill interval reached above 2 and
+    # the verdict was "finite", while k3's std grew 5.96 -> 8.64 from n = 2^12 to 2^22.
+    s = 1.424
+    exact = sweep.exact_tail_index("scale_wider", s)
+    assert exact == pytest.approx(s**2 / (s**2 - 1)) and exact < 2
+    assert sweep.std_grows({"k3": [5.96, 6.5, 7.1, 8.64], "k1": [1.0, 1.0, 1.0, 1.0]})
+    assert sweep.verdict(2.3, 0.1, exact) == "heavy"
+    assert sweep.verdict(2.3, 0.1, None, grows=True) == "uncertain"
+    assert sweep.verdict(2.1, 0.1) == "uncertain"  # the interval reaches 2
+    # Finite variance in closed form but a Hill index below 2: not estimable at this n.
+    assert sweep.verdict(1.6, 0.08, float("inf")) == "uncertain"
+    assert sweep.verdict(3.0, 0.1, float("inf")) == "finite"
+    for name in ("location", "scale_narrower", "bimodal", "mixture_2d"):
+        assert sweep.exact_tail_index(name, 1.0) == float("inf")
+    assert sweep.exact_tail_index("unknown", 1.0) is None
+
+
+def test_k3_and_cv_star_are_never_recommended_without_a_finite_verdict():
+    estimators = {n: {"bias": 0.0, "std": 1.0} for n in sweep.ESTIMATORS}
+    estimators["k1"]["std"] = 5.0  # k3/cv* would win on their (untrustworthy) std
+    estimators["k2"]["bias"] = 1.0
+    for variance, allowed in (("finite", {"k3", "cv*"}), ("uncertain", {"k1", "k2"}),
+                              ("heavy", {"k1", "k2"})):
+        point = {"estimators": estimators, "variance": variance}
+        result = {"budget": 1024, "families": [{"points": [point]}]}
+        assert sweep.winners(result)[0][0] in allowed, variance
+
+
 def test_family_pairs_hit_their_target_kl():
     targets = np.array([1e-2, 1.0])
     for name in ("location", "scale_narrower", "scale_wider", "bimodal"):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxkl
 from jaxkl import families as F
 
 ALL_FAMILIES = [
@@ -185,3 +186,43 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="weights"):
         F.gaussian_mixture(2).encode(weights=jnp.ones(3) / 3, locs=jnp.zeros(2),
                                      scales=jnp.ones(2))
+
+
+# ----------------------------------------------------------------------------------------
+# Issue 15: encode rejects what it would otherwise silently change.
+
+
+def test_full_covariance_encode_rejects_an_upper_triangular_scale():
+    import scipy.linalg
+
+    family = F.full_covariance_gaussian(2)
+    covariance = np.array([[2.0, 0.6], [0.6, 1.0]])
+    # Before: the upper entry 0.5 was dropped, so q had another covariance.
+    with pytest.raises(ValueError, match="`scale_tril` must be lower-triangular"):
+        family.encode(loc=jnp.zeros(2), scale_tril=jnp.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="lower=True"):
+        family.encode(loc=jnp.zeros(2), scale_tril=scipy.linalg.cholesky(covariance))
+    lower = scipy.linalg.cholesky(covariance, lower=True)
+    q = family.distribution(family.encode(loc=jnp.zeros(2), scale_tril=lower))
+    np.testing.assert_allclose(np.asarray(q.covariance()), covariance, rtol=1e-5)
+    # Under jit the values are unknown: the documented behaviour is that the upper part
+    # is ignored.
+    traced = jax.jit(lambda s: family.encode(loc=jnp.zeros(2), scale_tril=s))(
+        jnp.asarray(lower, jnp.float32))
+    assert traced["raw_scale_tril"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("dim", [None, 2])
+def test_mixture_family_encode_rejects_unnormalised_weights_like_the_constructor(dim):
+    family = F.gaussian_mixture(2, dim)
+    shape = (2,) if dim is None else (2, dim)
+    with pytest.raises(ValueError, match="`weights` must sum to 1"):
+        family.encode(weights=jnp.array([0.5, 0.7]), locs=jnp.zeros(shape),
+                      scales=jnp.ones(shape))
+    with pytest.raises(ValueError, match="`weights` must sum to 1"):
+        jaxkl.gaussian_mixture_1d([0.0, 1.0], [1.0, 1.0], weights=[0.5, 0.7])
+    # float32 weights that sum to 1 up to rounding are accepted.
+    ten = F.gaussian_mixture(10)
+    params = ten.encode(weights=jnp.full(10, 0.1, jnp.float32), locs=jnp.zeros(10),
+                        scales=jnp.ones(10))
+    np.testing.assert_allclose(np.exp(np.asarray(params["logits"])), 0.1, rtol=1e-6)

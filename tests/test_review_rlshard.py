@@ -1,5 +1,7 @@
 """Regression tests for the review of jaxkl.rl and jaxkl.sharding (reviewer: rlshard)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,7 +56,7 @@ def test_adaptive_controller_keeps_its_dtype_under_x64_scan(x64):
     assert final.coef.dtype == jnp.float32
     expected, coef = [], 0.2
     for kl in np.asarray(kls):
-        coef *= 1 + min(max(kl / 0.1 - 1, -0.2), 0.2) * 64 / 1000
+        coef *= math.exp(min(max(kl / 0.1 - 1, -0.2), 0.2) * 64 / 1000)  # compounded rule
         expected.append(coef)
     np.testing.assert_allclose(np.asarray(coefs.coef), expected, rtol=1e-6)
 

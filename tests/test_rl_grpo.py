@@ -1,5 +1,7 @@
 """GRPO pieces: group advantages, clipped surrogate, grpo_loss, KL controllers."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,12 +145,14 @@ def test_grpo_loss_without_kl_and_errors():
         rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl_estimator="k5")
 
 
-def python_adaptive_kl(coef, kls, target, horizon, n_steps):
-    """The rule of Ziegler et al. (2019) in plain Python floats."""
+def python_adaptive_kl(coef, kls, target, horizon, n_steps, *, compounded=True):
+    """The rule of Ziegler et al. (2019) in plain Python floats: their first-order factor
+    1 + e n / H, or compounded, exp(e n / H)."""
     out = []
     for kl in kls:
         error = min(max(kl / target - 1, -0.2), 0.2)
-        coef *= 1 + error * n_steps / horizon
+        step = error * n_steps / horizon
+        coef *= math.exp(step) if compounded else 1 + step
         out.append(coef)
     return out
 
@@ -164,8 +168,11 @@ def test_adaptive_kl_controller_matches_python_rule_under_scan():
     _, coefs = jax.lax.scan(step, ctrl.init(), jnp.asarray(kls))
     expected = python_adaptive_kl(0.2, kls, 0.1, 1000, 64)
     np.testing.assert_allclose(np.asarray(coefs), expected, rtol=1e-6)
+    # Ziegler's first-order factor differs by at most (e n / H)^2 = 1.6e-4 per step here.
+    linear = python_adaptive_kl(0.2, kls, 0.1, 1000, 64, compounded=False)
+    np.testing.assert_allclose(np.asarray(coefs), linear, rtol=len(kls) * (0.2 * 64 / 1000)**2)
     jitted = jax.jit(ctrl.update)(ctrl.init(), 0.5, 64)
-    np.testing.assert_allclose(float(jitted.coef), 0.2 * (1 + 0.2 * 64 / 1000),
+    np.testing.assert_allclose(float(jitted.coef), 0.2 * math.exp(0.2 * 64 / 1000),
                                rtol=1e-6)
 
 

@@ -93,3 +93,133 @@ def test_bad_input_raises_an_error_naming_the_argument(name):
     with pytest.raises((TypeError, ValueError)) as info:
         call()
     assert argument in str(info.value), f"{name}: message does not name {argument!r}: {info.value}"
+
+
+# ----------------------------------------------------------------------------------------
+# Issue 15, item 13: None for an array argument, sizes, empty axes, scalars that are not.
+
+A = jnp.ones((2, 3))
+MASK = jnp.ones((2, 3), bool)
+SEQ = jnp.ones(2)
+
+NONE_CASES = {
+    "k1": (lambda: jaxkl.k1(None), "log_ratio"),
+    "k2": (lambda: jaxkl.k2(None), "log_ratio"),
+    "k3": (lambda: jaxkl.k3(None), "log_ratio"),
+    "forward_kl": (lambda: jaxkl.forward_kl(None), "log_ratio"),
+    "csiszar": (lambda: jaxkl.csiszar(None), "log_ratio"),
+    "control_variate log_ratio": (lambda: jaxkl.control_variate(None, 1.0), "log_ratio"),
+    "control_variate lam": (lambda: jaxkl.control_variate(A, None), "lam"),
+    "optimal_cv_lambda": (lambda: jaxkl.optimal_cv_lambda(None), "log_ratio"),
+    "describe": (lambda: jaxkl.describe(None), "x"),
+    "relative_error stats": (lambda: jaxkl.relative_error(None, 1.0), "stats"),
+    "relative_error true_value": (
+        lambda: jaxkl.relative_error(jaxkl.describe(jnp.ones(3)), None), "true_value"),
+    "stats.from_samples": (lambda: jaxkl.stats.from_samples(None), "x"),
+    "stats.from_features": (lambda: jaxkl.stats.from_features(None), "features"),
+    "gaussian_mixture_1d means": (lambda: jaxkl.gaussian_mixture_1d(None, [1.0]), "means"),
+    "gaussian_mixture_1d scales": (lambda: jaxkl.gaussian_mixture_1d([0.0], None), "scales"),
+    "gaussian_mixture_diag": (lambda: jaxkl.gaussian_mixture_diag([[0.0]], None), "scales"),
+    "gaussian_mixture_full": (lambda: jaxkl.gaussian_mixture_full([[0.0]], None),
+                              "covariances"),
+    "mixture_moments": (lambda: jaxkl.mixture_moments(None), "d"),
+    "mixture_kl_approximations": (lambda: jaxkl.mixture_kl_approximations(N01, None), "p"),
+    "exact_kl": (lambda: jaxkl.exact_kl(None, N01), "q"),
+    "reference_kl": (lambda: jaxkl.reference_kl(N01, None), "p"),
+    "estimate key": (lambda: jaxkl.estimate(N01, N01, key=None, num_samples=10), "key"),
+    "token_kl": (lambda: rl.token_kl(A, None), "ref_logprobs"),
+    "kl_penalized_rewards scores": (
+        lambda: rl.kl_penalized_rewards(None, A, A, MASK, kl_coef=0.1), "scores"),
+    "kl_penalized_rewards mask": (
+        lambda: rl.kl_penalized_rewards(SEQ, A, A, None, kl_coef=0.1), "mask"),
+    "aggregate values": (lambda: rl.aggregate(None, MASK), "values"),
+    "aggregate mask": (lambda: rl.aggregate(A, None), "mask"),
+    "full_kl": (lambda: rl.full_kl(None, A), "logits"),
+    "group_advantages": (lambda: rl.group_advantages(None), "rewards"),
+    "clipped_surrogate": (lambda: rl.clipped_surrogate(A, A, None), "advantages"),
+    "grpo_loss logprobs": (lambda: rl.grpo_loss(None, A, SEQ, MASK), "logprobs"),
+    "grpo_loss mask": (lambda: rl.grpo_loss(A, A, SEQ, None), "mask"),
+    "audit_categorical": (lambda: rl.audit_categorical(None, LOGITS), "logits"),
+    "encode loc": (lambda: families.gaussian().encode(loc=None, scale=1.0), "loc"),
+    "encode scale": (lambda: families.gaussian().encode(loc=0.0, scale=None), "scale"),
+    "encode weights": (
+        lambda: families.gaussian_mixture(2).encode(weights=None, locs=jnp.zeros(2),
+                                                    scales=jnp.ones(2)), "weights"),
+}
+
+SIZE_CASES = {
+    "fit num_steps 2**63": (
+        lambda: jaxkl.fit(N01, families.gaussian(), divergence="reverse_kl", key=KEY,
+                          num_steps=2**63, num_samples=4), "num_steps"),
+    "fit num_samples 2**63": (
+        lambda: jaxkl.fit(N01, families.gaussian(), divergence="reverse_kl", key=KEY,
+                          num_steps=5, num_samples=2**63), "num_samples"),
+    "fit num_samples 2**40": (
+        lambda: jaxkl.fit(N01, families.gaussian(), divergence="reverse_kl", key=KEY,
+                          num_steps=5, num_samples=2**40), "num_samples"),
+    "mixture fit num_samples": (  # per component: 2**29 x 4 components x 2 dims
+        lambda: jaxkl.fitting.make_loss(
+            jaxkl.gaussian_mixture_diag(jnp.zeros((1, 2)), jnp.ones((1, 2))),
+            families.gaussian_mixture(4, 2), divergence="reverse_kl",
+            num_samples=2**29), "num_samples"),
+    "full_kl empty vocabulary": (lambda: rl.full_kl(jnp.zeros((2, 0)), jnp.zeros((2, 0))),
+                                 "logits"),
+    "controller vector KL": (
+        lambda: rl.adaptive_kl_controller(0.1, target=1.0, horizon=10).update(
+            rl.KLControllerState(jnp.float32(0.1)), jnp.ones(3)), "current_kl"),
+    "token_kl vector log_ratio_clip": (
+        lambda: rl.token_kl(A, A, log_ratio_clip=jnp.ones(2)), "log_ratio_clip"),
+    "token_kl traced log_ratio_clip": (
+        lambda: jax.jit(lambda c: rl.token_kl(A, A, log_ratio_clip=c))(20.0),
+        "log_ratio_clip"),
+    "grpo_loss traced kl_log_ratio_clip": (
+        lambda: jax.jit(lambda c: rl.grpo_loss(A, A, SEQ, MASK, ref_logprobs=A, kl_coef=0.1,
+                                               kl_log_ratio_clip=c))(20.0),
+        "kl_log_ratio_clip"),
+    "describe scalar": (lambda: jaxkl.describe(1.0), "x"),
+    "describe axis": (lambda: jaxkl.describe(jnp.ones(3), axis=1), "axis"),
+    "grad of estimate": (
+        lambda: jax.grad(lambda m: jaxkl.estimate(distrax.Normal(m, 1.0), N01, key=KEY,
+                                                  num_samples=100)["k1"].mean)(0.0),
+        "fitting.make_loss"),
+}
+
+
+@pytest.mark.parametrize("name", list(NONE_CASES) + list(SIZE_CASES))
+def test_issue15_inputs_raise_naming_the_argument(name):
+    call, argument = {**NONE_CASES, **SIZE_CASES}[name]
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert argument in str(info.value), f"{name}: message does not name {argument!r}: {info.value}"
+    assert "None is not a valid value" not in str(info.value)
+
+
+def test_grad_of_estimate_under_jit_and_vmap_still_runs():
+    # The guard only fires under differentiation.
+    means = jax.vmap(lambda m: jaxkl.estimate(distrax.Normal(m, 1.0), N01, key=KEY,
+                                               num_samples=1000)["k1"].mean)(jnp.zeros(2))
+    assert means.shape == (2,)
+    with pytest.raises(TypeError, match="not differentiable"):
+        jax.jacfwd(lambda m: jaxkl.estimate(distrax.Normal(m, 1.0), N01, key=KEY,
+                                             num_samples=100)["k1"].mean)(0.0)
+
+
+def test_zero_length_sequences_get_empty_rewards():
+    # Defined result (documented): no token, so no reward to place the score on.
+    rewards = rl.kl_penalized_rewards(jnp.ones(2), jnp.zeros((2, 0)), jnp.zeros((2, 0)),
+                                      jnp.zeros((2, 0), bool), kl_coef=0.1)
+    assert rewards.shape == (2, 0) and rewards.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("zero", [0, 0.0, np.float32(0.0), jnp.array(0.0), jnp.float32(0)])
+def test_concrete_zero_kl_coef_drops_the_kl_term(zero):
+    # Before: a 0-d array 0 counted as non-zero and demanded ref_logprobs.
+    loss, metrics = rl.grpo_loss(A, A, SEQ, MASK, kl_coef=zero)
+    reference, _ = rl.grpo_loss(A, A, SEQ, MASK)
+    assert float(loss) == float(reference) and float(metrics["kl"]) == 0.0
+    with pytest.raises(ValueError, match="`ref_logprobs`"):
+        rl.grpo_loss(A, A, SEQ, MASK, kl_coef=jnp.array(0.1))
+    # A traced coefficient keeps the KL term (its value is unknown at trace time).
+    traced = jax.jit(lambda c: rl.grpo_loss(A, A, SEQ, MASK, ref_logprobs=A - 0.5,
+                                            kl_coef=c)[1]["kl"])(jnp.float32(0.0))
+    assert float(traced) > 0

@@ -295,6 +295,11 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> 
       KL per token, shape ``logits.shape[:-1]``, float32 (float64 for f64 inputs).
       Differentiable in both arguments; the gradients have the inputs' dtypes.
 
+    Raises:
+      TypeError: non-float logits or a mask that is not boolean/numeric.
+      ValueError: mismatched shapes, a scalar or an empty vocabulary axis, a bad
+        ``chunk_size``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxkl import rl
@@ -308,6 +313,11 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> 
     check_same_shape([("logits", logits), ("ref_logits", ref_logits)])
     if logits.ndim < 1:
         raise ValueError("`logits` must have a vocabulary axis (rank >= 1), got a scalar.")
+    if logits.shape[-1] == 0:
+        raise ValueError(
+            f"`logits` has an empty vocabulary axis (shape {logits.shape}): a softmax over no "
+            "entries is not a distribution."
+        )
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
     batch_shape, vocab = logits.shape[:-1], logits.shape[-1]

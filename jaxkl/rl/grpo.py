@@ -38,6 +38,7 @@ from jaxkl._validation import (
     check_same_shape,
     check_scalar,
     compute_dtype,
+    concrete_value,
 )
 from jaxkl.rl.aggregate import aggregate
 from jaxkl.rl.token_kl import DEFAULT_LOG_RATIO_CLIP, check_clip, check_mask, token_kl
@@ -54,7 +55,10 @@ def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) 
     with ``s_g`` the sample standard deviation (``ddof=1``, as ``torch.std`` in verl and
     TRL). A group whose rewards are all equal gets advantage exactly 0 (also with
     ``eps=0``): rounding in the float mean would otherwise leave ``O(ulp)`` residuals,
-    which the division by the ``O(ulp)`` std blows up to ``O(1)`` advantages.
+    which the division by the ``O(ulp)`` std blows up to ``O(1)`` advantages. The
+    computation runs in units of the group's largest ``|r|``, so rewards of any magnitude
+    the dtype holds give the right advantages (``[1e20, -1e20, 0, 0]`` in float32 gives
+    ``+-sqrt(3/2)``, not the zeros of an overflowing variance).
 
     Args:
       rewards: ``[..., G]``, the last axis holding the ``G >= 2`` answers to one prompt.
@@ -80,14 +84,25 @@ def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) 
     # sum/G of G equal floats need not round back to their value: detect constant groups
     # exactly and give them 0 instead of the amplified rounding residual (or 0/0).
     constant = jnp.max(r, axis=-1, keepdims=True) == jnp.min(r, axis=-1, keepdims=True)
-    centered = jnp.where(constant, 0, r - r.mean(axis=-1, keepdims=True))
+    # Work in units of the group's largest |r|: the variance of [1e20, -1e20, 0, 0] is
+    # 6.7e39, past float32's range (it gave 0 advantages), and the sum of values near the
+    # dtype's maximum overflows. Scaled, every value is in [-1, 1]; (r - mean) / (std + eps)
+    # is the same number as (r' - mean') / (std' + eps / scale).
+    magnitude = jnp.max(jnp.abs(r), axis=-1, keepdims=True)
+    # First an exact power-of-two step towards 1: XLA divides by a broadcast value as a
+    # multiplication by its reciprocal, and 1 / 3e38 is subnormal, flushed to 0 on CPU.
+    big, small = 2.0**64, 2.0**-64
+    pre = jnp.where(magnitude > big, small, jnp.where(magnitude < small, big, 1.0)).astype(r.dtype)
+    scale = jnp.where(constant, 1, magnitude * pre)  # non-constant groups have scale > 0
+    scaled = (r * pre) / scale
+    centered = jnp.where(constant, 0, scaled - scaled.mean(axis=-1, keepdims=True))
     if not normalize_std:
-        return centered
+        return centered * scale / pre
     # Double-where: a constant group's variance 0 never reaches the sqrt, whose derivative
     # there is infinite (a NaN gradient with respect to the rewards otherwise).
-    variance = r.var(axis=-1, ddof=1, keepdims=True)
-    scale = jnp.sqrt(jnp.where(constant, 1, variance)) + eps
-    return jnp.where(constant, 0, centered / scale)
+    variance = scaled.var(axis=-1, ddof=1, keepdims=True)
+    std = jnp.sqrt(jnp.where(constant, 1, variance))
+    return jnp.where(constant, 0, centered / (std + (eps * pre) / scale))
 
 
 class SurrogateOutput(NamedTuple):
@@ -194,7 +209,8 @@ def grpo_loss(
       advantages: per-sequence ``[...]`` (e.g. :func:`group_advantages`) or per-token.
       mask: bool/0-1 ``[..., T]`` of valid response tokens.
       ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0.
-      kl_coef: ``beta``, a number or a traced scalar (see :func:`adaptive_kl_controller`).
+      kl_coef: ``beta``, a number or a (possibly traced) 0-d array (see
+        :func:`adaptive_kl_controller`); a concrete 0 drops the KL term.
       kl_estimator, kl_gradient, kl_log_ratio_clip, kl_value_clip: passed to
         :func:`jaxkl.rl.token_kl` as ``estimator``, ``gradient``, ``log_ratio_clip``,
         ``value_clip``.
@@ -221,6 +237,9 @@ def grpo_loss(
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
     valid = check_mask(mask, logprobs.shape)
+    # Checked here so that an error names grpo_loss's argument, not token_kl's.
+    kl_log_ratio_clip = check_clip(kl_log_ratio_clip, "kl_log_ratio_clip")
+    kl_value_clip = check_clip(kl_value_clip, "kl_value_clip")
     advantages = _token_advantages(advantages, logprobs.shape)
     # Double-where: masked entries are zeroed *before* any arithmetic, so a -inf or NaN
     # there cannot turn the zero cotangent of the final select into a NaN gradient.
@@ -234,7 +253,10 @@ def grpo_loss(
     dtype = per_token.dtype
     kl_mean = jnp.zeros((), dtype)
     check_scalar(kl_coef, "kl_coef")
-    use_kl = not (isinstance(kl_coef, (int, float)) and kl_coef == 0)
+    # A concrete zero (a number, a NumPy or a 0-d JAX array) drops the KL term, and with
+    # it the need for ref_logprobs; a traced coefficient keeps it (its value is unknown).
+    coef_value = concrete_value(kl_coef)
+    use_kl = coef_value is None or coef_value != 0
     if use_kl:
         if ref_logprobs is None:
             raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
@@ -283,17 +305,25 @@ class KLController(NamedTuple):
 def adaptive_kl_controller(
     init_coef: float, *, target: float, horizon: float, max_error: float = 0.2
 ) -> KLController:
-    r"""The adaptive KL coefficient of Ziegler et al. (2019), as in PPO-for-RLHF code.
+    r"""The adaptive KL coefficient of Ziegler et al. (2019), compounded so it stays positive.
 
     .. math:: e_t = \mathrm{clip}(KL_t / KL_{target} - 1, -e_{max}, e_{max}), \qquad
-              \beta_{t+1} = \beta_t (1 + e_t\, n_{steps} / \mathrm{horizon}).
+              \beta_{t+1} = \beta_t \exp(e_t\, n_{steps} / \mathrm{horizon}).
 
     The coefficient grows while the measured KL is above the target and shrinks while it
-    is below; the clipped proportional error bounds each step's change.
+    is below; the clipped proportional error bounds each step's change. Ziegler et al. and
+    verl's ``AdaptiveKLController`` multiply by ``1 + e_t n / H``, the first-order form of
+    the same update: the two agree to about ``(e_t n / H)^2 / 2`` relative (2e-4 at
+    ``e_t n / H = 0.02``), but the linear factor reaches 0 or goes negative
+    once ``e_t n / H <= -1`` (``beta = 0.1``, ``H = 10``, KL 0 and ``n = 1000`` gave -1.9;
+    ``n = 50`` gave exactly 0, which no later step can undo). The exponential never
+    crosses 0, and the result is clamped to the dtype's positive normal range (an
+    underflow to 0 or an overflow to inf would be just as final), so a KL above the
+    target always raises the coefficient again. A NaN KL carries no information and
+    leaves the coefficient unchanged.
 
     Reference: D. Ziegler et al., "Fine-Tuning Language Models from Human Preferences",
-    2019, arXiv:1909.08593, Sec. 2.2 (verl's ``AdaptiveKLController`` implements the
-    same rule).
+    2019, arXiv:1909.08593, Sec. 2.2.
 
     Args:
       init_coef: the initial ``beta > 0``.
@@ -302,14 +332,18 @@ def adaptive_kl_controller(
       max_error: the clip ``e_max`` on the proportional error (0.2 in the paper).
 
     Returns:
-      A :class:`KLController`; ``update`` is jittable and works under ``lax.scan``.
+      A :class:`KLController`; ``update(state, current_kl, n_steps=1)`` takes a scalar KL
+      and a scalar ``n_steps >= 0`` (numbers or traced 0-d arrays), is jittable and works
+      under ``lax.scan``; the coefficient keeps the state's dtype (float32).
 
     Example:
       >>> from jaxkl import rl
       >>> ctrl = rl.adaptive_kl_controller(0.1, target=6.0, horizon=10_000)
       >>> state = ctrl.update(ctrl.init(), 12.0, n_steps=256)
-      >>> round(float(state.coef), 6)  # error clipped to 0.2: 0.1 * (1 + 0.2 * 0.0256)
-      0.100512
+      >>> round(float(state.coef), 6)  # error clipped to 0.2: 0.1 * exp(0.2 * 0.0256)
+      0.100513
+      >>> float(ctrl.update(ctrl.init(), 0.0, n_steps=10**9).coef) > 0
+      True
     """
     for name, value in (("init_coef", init_coef), ("target", target), ("horizon", horizon)):
         check_clip(value, name)
@@ -319,11 +353,20 @@ def adaptive_kl_controller(
         return KLControllerState(jnp.asarray(init_coef, jnp.float32))
 
     def update(state: KLControllerState, current_kl, n_steps=1) -> KLControllerState:
+        check_scalar(current_kl, "current_kl")
+        check_scalar(n_steps, "n_steps")
+        steps = concrete_value(n_steps)
+        if steps is not None and not steps >= 0:
+            raise ValueError(f"`n_steps` must be >= 0, got {steps}.")
         # In the state's dtype: a float64 KL (under x64) must not change the carry's type
         # inside lax.scan.
         dtype = jnp.result_type(state.coef)
-        error = jnp.clip(jnp.asarray(current_kl, dtype) / target - 1, -max_error, max_error)
-        return KLControllerState((state.coef * (1 + error * n_steps / horizon)).astype(dtype))
+        kl = jnp.asarray(current_kl, dtype)
+        error = jnp.clip(kl / target - 1, -max_error, max_error)
+        coef = state.coef * jnp.exp(error * jnp.asarray(n_steps, dtype) / horizon)
+        finfo = jnp.finfo(dtype)
+        coef = jnp.clip(coef, finfo.tiny, finfo.max)
+        return KLControllerState(jnp.where(jnp.isnan(coef), state.coef, coef).astype(dtype))
 
     return KLController(init, update)
 

@@ -73,6 +73,9 @@ EXPONENTIATING = ("k3",)
 
 def check_mask(mask, shape, name: str = "mask") -> Array:
     """Returns ``mask != 0`` as a bool array, raising unless it has exactly ``shape``."""
+    if mask is None:
+        raise TypeError(f"`{name}` must be a boolean or numeric array of shape "
+                        f"{tuple(shape)}, got None.")
     dtype = getattr(mask, "dtype", None)
     if dtype is not None and not jnp.issubdtype(dtype, jnp.bool_) and not jnp.issubdtype(
         dtype, jnp.number
@@ -80,7 +83,7 @@ def check_mask(mask, shape, name: str = "mask") -> Array:
         raise TypeError(f"`{name}` must be boolean or numeric, got {dtype}.")
     try:
         mask = jnp.asarray(mask)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise TypeError(f"`{name}` must be a boolean or numeric array.") from e
     if mask.shape != tuple(shape):
         raise ValueError(f"`{name}` has shape {mask.shape} but must have shape {tuple(shape)}.")
@@ -373,7 +376,9 @@ def kl_penalized_rewards(
       value_clip: optional bound on each token's penalty (OpenRLHF uses 10).
 
     Returns:
-      Float32 (at least) rewards ``[..., T]``, 0 at masked tokens, no gradient.
+      Float32 (at least) rewards ``[..., T]``, 0 at masked tokens, no gradient. A sequence
+      with no valid token (all masked, or ``T = 0``) gets no reward: its score has no token
+      to land on.
 
     Example:
       >>> import jax.numpy as jnp
@@ -410,9 +415,10 @@ def kl_penalized_rewards(
         value_clip=value_clip,
     )
     dtype = penalty.dtype
-    # The last valid token of each row: the largest index whose mask is set.
+    # The last valid token of each row: the largest index whose mask is set (-1 for a row
+    # with none, including T = 0, whose score then has no token to land on).
     positions = jax.lax.broadcasted_iota(jnp.int32, valid.shape, valid.ndim - 1)
-    last = jnp.max(jnp.where(valid, positions, -1), axis=-1, keepdims=True)
+    last = jnp.max(jnp.where(valid, positions, -1), axis=-1, keepdims=True, initial=-1)
     at_last = (positions == last) & valid
     rewards = jnp.where(at_last, scores.astype(dtype)[..., None], 0) - jnp.asarray(
         kl_coef, dtype
