@@ -17,6 +17,7 @@ associative up to rounding, so chunks can be combined in any order and on any de
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -291,7 +292,8 @@ def describe(x, *, axis: int = 0) -> Stats:
         mean = x.mean(axis=axis)
     std = x.std(axis=axis, ddof=1) if n > 1 else jnp.full_like(mean, jnp.nan)
     count = jnp.full(mean.shape, n, _count_dtype())
-    return Stats(mean=mean, std=std, stderr=std / np.sqrt(max(n, 1)), count=count)
+    # A Python float is weakly typed: the stderr keeps the dtype of x under strict promotion.
+    return Stats(mean=mean, std=std, stderr=std / math.sqrt(max(n, 1)), count=count)
 
 
 def relative_error(stats: Stats, true_value, *, level: float = 0.95) -> Interval:
