@@ -58,7 +58,7 @@ from scipy import optimize
 from experiments._framework import Experiment, atomic_save_figure
 from experiments.estimator_table import closed_form as location_closed_form
 from jaxkl.mixtures import gaussian_mixture_1d, gaussian_mixture_full
-from jaxkl.montecarlo import estimate, sample_log_ratio
+from jaxkl.montecarlo import estimate, sample_log_ratios
 from jaxkl.reference import reference_kl
 
 ESTIMATORS = ("k1", "k2", "k3", "cv*")
@@ -217,8 +217,9 @@ def run(config, progress):
             next(bar, None)
             ref = reference_kl(q, p)
             point_key = jax.random.fold_in(jax.random.fold_in(key, f_index), i)
-            log_ratio = np.asarray(sample_log_ratio(q, p, jax.random.fold_in(point_key, 7),
-                                            config["hill_samples"]), np.float64)
+            log_ratio = np.asarray(sample_log_ratios(q, p, key=jax.random.fold_in(point_key, 7),
+                                                     num_samples=config["hill_samples"]),
+                                   np.float64)
             alpha, alpha_se = hill_tail_index(log_ratio, int(np.sqrt(config["hill_samples"])))
             growth = std_growth(q, p, key=point_key, sizes=config["growth_sizes"])
             exact = exact_tail_index(name, float(param))

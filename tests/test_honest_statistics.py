@@ -8,7 +8,7 @@ import pytest
 
 import jaxkl
 from jaxkl import stats
-from jaxkl.montecarlo import sample_log_ratio
+from jaxkl._src.montecarlo.engine import sample_log_ratio
 
 Q, P = distrax.Normal(0.0, 1.0), distrax.Normal(1.0, 1.0)
 ALL = ("k1", "k2", "k3", "cv*", "forward", "total_variation")

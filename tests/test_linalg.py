@@ -1,4 +1,4 @@
-"""jaxkl._linalg: Cholesky and triangular solves in plain JAX, checked against NumPy's LAPACK.
+"""jaxkl._src.linalg: Cholesky and triangular solves in plain JAX, checked against NumPy's LAPACK.
 
 They exist so that full-covariance log-densities never call jaxlib's LAPACK kernels,
 which deadlock XLA:CPU's thread pool when several run at once (the stress test in
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from jaxkl import _linalg, families, mixtures, reference
+from jaxkl import families, mixtures, reference
+from jaxkl._src import linalg as _linalg
 
 
 def _spd(rng, batch, dim):

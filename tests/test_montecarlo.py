@@ -14,7 +14,8 @@ import scipy.integrate
 import scipy.stats
 
 import jaxkl
-from jaxkl import montecarlo, stats
+from jaxkl import stats
+from jaxkl._src.montecarlo import engine
 
 KEY = jax.random.key(2026)
 
@@ -37,7 +38,7 @@ def test_means_and_variances_match_closed_forms(mu):
         "k2": (kl + mu**4 / 8, (2 * mu**4 + mu**6) / 4),
         "k3": (kl, np.exp(mu**2) - 1 - mu**2),
     }
-    estimators = dict(jaxkl.montecarlo.ESTIMATORS)
+    estimators = dict(engine.KERNELS)
     for name, (mean, _) in closed.items():
         kernel = estimators[name]
         estimators[f"{name}_sqdev"] = lambda l, k=kernel, m=mean: jnp.square(k(l) - m)
@@ -89,7 +90,7 @@ def _numpy_recompute(q, p, key, num_samples, chunk_size):
     """The same samples as estimate() (chunk i uses fold_in(key, i)), in NumPy float64."""
     parts = []
     for i in range(-(-num_samples // chunk_size)):
-        l = montecarlo.sample_log_ratio(q, p, jax.random.fold_in(key, i), chunk_size)
+        l = engine.sample_log_ratio(q, p, jax.random.fold_in(key, i), chunk_size)
         parts.append(np.asarray(l, np.float64))
     return np.concatenate(parts)[:num_samples]
 
@@ -100,7 +101,8 @@ def test_agrees_with_numpy_float64_on_same_samples(num_samples):
     chunk = 4096
     res = jaxkl.estimate(q, p, key=KEY, num_samples=num_samples, chunk_size=chunk,
                          estimators=("k1", "k2", "k3", "cv*"))
-    used_chunk = montecarlo.prepare(q, p, num_samples, ("k1",), chunk)[-1]
+    used_chunk = engine.make_plan(q, p, num_samples=num_samples, estimators=("k1",),
+                                  chunk_size=chunk).chunk_size
     l = _numpy_recompute(q, p, KEY, num_samples, used_chunk)
     r1 = np.expm1(l)
     k3 = r1 - l
@@ -121,18 +123,19 @@ def test_float64_under_x64(x64):
     q, p = distrax.Normal(jnp.float64(0.0), 1.0), distrax.Normal(jnp.float64(0.1), 1.0)
     res = jaxkl.estimate(q, p, key=KEY, num_samples=10_000)
     assert res["k3"].mean.dtype == jnp.float64
-    l = _numpy_recompute(q, p, KEY, 10_000, montecarlo.prepare(q, p, 10_000, ("k1",), 2**18)[-1])
+    l = _numpy_recompute(q, p, KEY, 10_000, engine.make_plan(
+        q, p, num_samples=10_000, estimators=("k1",), chunk_size=2**18).chunk_size)
     np.testing.assert_allclose(float(res["k3"].mean), np.mean(np.expm1(l) - l), rtol=1e-12)
 
 
 def test_does_not_recompile_for_new_sample_counts_or_parameters():
     q, p = _gaussian_pair(0.3)
     jaxkl.estimate(q, p, key=KEY, num_samples=300_000)
-    before = montecarlo._stream._cache_size()
+    before = engine._stream._cache_size()
     jaxkl.estimate(q, p, key=jax.random.key(5), num_samples=700_000)
     jaxkl.estimate(distrax.Normal(1.0, 2.0), distrax.Normal(0.0, 3.0), key=KEY,
                    num_samples=200_000)
-    assert montecarlo._stream._cache_size() == before
+    assert engine._stream._cache_size() == before
 
 
 def test_objects_that_are_not_pytrees_work():

@@ -143,7 +143,7 @@ def test_errors_name_the_argument():
 )
 def test_valid_token_counts_are_exact(shape):
     """The packed-bytes popcount count equals NumPy's, for every tail length (T % 4)."""
-    from jaxkl.rl.aggregate import _count_valid
+    from jaxkl._src.rl.aggregate import _count_valid
 
     mask = np.random.default_rng(sum(shape)).uniform(size=shape) < 0.6
     total = _count_valid(jnp.asarray(mask), jnp.float32, per_row=False)

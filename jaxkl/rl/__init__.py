@@ -15,11 +15,11 @@ full-vocabulary KL and the GRPO objective.
   autoregressive policy whose sequences can be enumerated.
 """
 
-from jaxkl.rl import audit, tabular
-from jaxkl.rl.aggregate import MODES, aggregate
-from jaxkl.rl.audit import GradientAudit, KLConfig, audit_categorical, audit_sequence
-from jaxkl.rl.full_kl import full_kl
-from jaxkl.rl.grpo import (
+
+from jaxkl._src.rl.aggregate import MODES, aggregate
+from jaxkl._src.rl.audit import GradientAudit, KLConfig, audit_categorical, audit_sequence
+from jaxkl._src.rl.full_kl import full_kl
+from jaxkl._src.rl.grpo import (
     KLController,
     KLControllerState,
     SurrogateOutput,
@@ -29,16 +29,24 @@ from jaxkl.rl.grpo import (
     group_advantages,
     grpo_loss,
 )
-from jaxkl.rl.token_kl import ESTIMATORS, GRADIENTS, kl_penalized_rewards, token_kl
+from jaxkl._src.rl.token_kl import (
+    DEFAULT_LOG_RATIO_CLIP,
+    ESTIMATORS,
+    GRADIENTS,
+    kl_penalized_rewards,
+    token_kl,
+)
+from jaxkl.rl import audit, tabular
 
 __all__ = [
+    "DEFAULT_LOG_RATIO_CLIP",
     "ESTIMATORS",
+    "GRADIENTS",
     "GradientAudit",
     "KLConfig",
-    "GRADIENTS",
-    "MODES",
     "KLController",
     "KLControllerState",
+    "MODES",
     "SurrogateOutput",
     "adaptive_kl_controller",
     "aggregate",

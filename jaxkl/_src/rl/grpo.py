@@ -32,7 +32,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxkl._validation import (
+from jaxkl._src.rl.aggregate import aggregate
+from jaxkl._src.rl.token_kl import DEFAULT_LOG_RATIO_CLIP, check_clip, check_mask, token_kl
+from jaxkl._src.validation import (
     check_float_array,
     check_non_negative_number,
     check_same_shape,
@@ -40,8 +42,6 @@ from jaxkl._validation import (
     compute_dtype,
     concrete_value,
 )
-from jaxkl.rl.aggregate import aggregate
-from jaxkl.rl.token_kl import DEFAULT_LOG_RATIO_CLIP, check_clip, check_mask, token_kl
 
 Array = jax.Array
 

@@ -45,8 +45,9 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from jaxkl import _numerics
-from jaxkl._validation import (
+from jaxkl._src import numerics, vocabulary
+from jaxkl._src.estimators.kl import KL_KERNELS
+from jaxkl._src.validation import (
     check_choice,
     check_float_array,
     check_positive_number,
@@ -54,7 +55,6 @@ from jaxkl._validation import (
     check_scalar,
     compute_dtype,
 )
-from jaxkl.estimators import KL_KERNELS
 
 Array = jax.Array
 
@@ -62,10 +62,10 @@ Array = jax.Array
 # bound verl uses before its exp (verl/trainer/ppo/core_algos.py, kl_penalty_forward).
 DEFAULT_LOG_RATIO_CLIP = 20.0
 
-ESTIMATORS: dict[str, Callable[[Array], Array]] = {
-    **KL_KERNELS,
-    "abs": jnp.abs,
-}
+# The per-token penalties by name (jaxkl._src.vocabulary.TOKEN_ESTIMATORS), unchecked.
+KERNELS: dict[str, Callable[[Array], Array]] = {**KL_KERNELS, "abs": jnp.abs}
+ESTIMATORS = vocabulary.TOKEN_ESTIMATORS
+assert tuple(KERNELS) == ESTIMATORS
 GRADIENTS = ("natural", "straight_through", "importance_weighted")
 # Estimators whose value contains exp(l), so that a large log-ratio overflows.
 EXPONENTIATING = ("k3",)
@@ -121,7 +121,7 @@ def _derivative(estimator: str, l: Array) -> Array:
     if estimator == "k2":
         return l
     if estimator == "k3":
-        return _numerics.expm1mx_and_derivative(l)[1]
+        return numerics.expm1mx_and_derivative(l)[1]
     return jnp.sign(l)
 
 
@@ -150,7 +150,7 @@ class _Options(NamedTuple):
 def _clamped_value(options: _Options, logp: Array, ref: Array, old: Array):
     """The estimator's clamped value, and where each clamp is active."""
     log_ratio = ref - logp
-    value = ESTIMATORS[options.estimator](_clip(log_ratio, options.log_ratio_clip))
+    value = KERNELS[options.estimator](_clip(log_ratio, options.log_ratio_clip))
     log_ratio_clamped = _beyond(log_ratio, options.log_ratio_clip)
     value_clamped = _beyond(value, options.value_clip)
     value = _clip(value, options.value_clip)

@@ -27,8 +27,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxkl._validation import check_choice, check_float_array, check_scalar, compute_dtype
-from jaxkl.rl.token_kl import check_mask
+from jaxkl._src.rl.token_kl import check_mask
+from jaxkl._src.validation import check_choice, check_float_array, check_scalar, compute_dtype
 
 Array = jax.Array
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkl import _numerics
+from jaxkl._src import numerics
 
 Array = jax.Array
 
@@ -46,7 +46,7 @@ INF = math.inf
 def _expm1(x: Array) -> Array:
     """``expm1`` from the shared Taylor series inside |x| < 1 (0.8 ulp in float32, where
     XLA:CPU's expm1 reaches 3 ulps), ``exp(x) - 1`` outside."""
-    return _numerics.expm1mx_and_derivative(x)[1]
+    return numerics.expm1mx_and_derivative(x)[1]
 
 
 def _tanh_half(l: Array) -> Array:
@@ -232,15 +232,15 @@ def log_two_sigmoid(x: Array) -> Array:
 # ---------------------------------------------------------------------------------------
 
 def _reverse_kl_value(l):
-    return _numerics.expm1mx_and_derivative(l)[0]
+    return numerics.expm1mx_and_derivative(l)[0]
 
 
 def _reverse_kl_derivative(l):
-    return _numerics.expm1mx_and_derivative(l)[1]
+    return numerics.expm1mx_and_derivative(l)[1]
 
 
 def _forward_kl_value(l):
-    return _numerics.xexpx_minus_expm1(l)
+    return numerics.xexpx_minus_expm1(l)
 
 
 def _forward_kl_derivative(l):
@@ -250,10 +250,10 @@ def _forward_kl_derivative(l):
 
 
 def _js_value(l):
-    # (1 + u)/4 * B with B the bracket of jaxkl._numerics.js_f; for l > 1 written as
+    # (1 + u)/4 * B with B the bracket of jaxkl.numerics.js_f; for l > 1 written as
     # exp(l - 2) (e^2 / 4)(1 + e^-l) B so that it overflows only where the value does
     # (~0.35 e^l), not where e^l does.
-    bracket = _numerics.js_bracket(l, _tanh_half(l))
+    bracket = numerics.js_bracket(l, _tanh_half(l))
     near = (1 + jnp.exp(jnp.minimum(l, 1))) / 4 * bracket
     far = exp_scaled(l, (1 + jnp.exp(-l)) * bracket / 4)
     return jnp.where(l > 1, far, near)
@@ -345,7 +345,7 @@ def _ag_derivative(l):
 def _modified_gan_value(l):
     # log(1 + u) - log u - log 2 + (u - 1)/2 = (e^l - 1 - l)/2 + logcosh(l/2): two
     # non-negative terms. (e^l - 1 - l)/2 overflows only where e^l / 2 does.
-    k3, _ = _numerics.expm1mx_and_derivative(jnp.minimum(l, 2))
+    k3, _ = numerics.expm1mx_and_derivative(jnp.minimum(l, 2))
     far = exp_scaled(l, _const(0.5, l)) - (1 + l) / 2
     return jnp.where(l > 2, far, k3 / 2) + logcosh(l / 2)
 
@@ -401,7 +401,7 @@ def _amari(alpha: float, scale: float) -> tuple[Callable, Callable, tuple]:
     def series(l, gamma, r):
         eps = float(jnp.finfo(l.dtype).eps)
         coefficients = _series_coefficients(gamma, scale, r, eps)
-        return l * l * _numerics.horner(coefficients, l)
+        return l * l * numerics.horner(coefficients, l)
 
     def value(l):
         inside_pos = (l >= 0) & (l < radius_pos)

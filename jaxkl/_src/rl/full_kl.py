@@ -41,8 +41,13 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from jaxkl._validation import check_float_array, check_positive_int, check_same_shape, compute_dtype
-from jaxkl.rl.token_kl import check_mask
+from jaxkl._src.rl.token_kl import check_mask
+from jaxkl._src.validation import (
+    check_float_array,
+    check_positive_int,
+    check_same_shape,
+    compute_dtype,
+)
 
 Array = jax.Array
 
@@ -64,7 +69,7 @@ def auto_chunk_size(rows: int, vocab: int, platform: str) -> int:
     that the loop's temporaries stay in cache; elsewhere 4096. Never more than ``vocab``.
 
     Example:
-      >>> from jaxkl.rl.full_kl import auto_chunk_size
+      >>> from jaxkl._src.rl.full_kl import auto_chunk_size
       >>> auto_chunk_size(2048, 152064, "cpu"), auto_chunk_size(2048, 152064, "cuda")
       (256, 4096)
     """

@@ -1,0 +1,1 @@
+"""jaxkl's implementation; the public API is ``jaxkl`` and its public submodules."""
