@@ -3,7 +3,8 @@ coverage, and how many validation calls one ``grpo_loss`` makes.
 
 Usage: .venv/bin/python scripts/code_metrics.py [--top N]
 
-Counts come from the source (``ast``) and, for the validation calls, from a profiler hook
+Function lengths come from the source (``ast``); parameters and annotations from the
+signatures of the functions the public modules export; the validation calls from a hook
 that counts calls into functions defined in ``jaxkl/_validation.py`` and into the
 ``check_*``/``compute_dtype`` helpers wherever they live, during one eager ``grpo_loss``.
 """
@@ -30,16 +31,32 @@ def _functions():
                 yield path.relative_to(ROOT), node
 
 
-def _is_public(path: pathlib.Path, node) -> bool:
-    return not node.name.startswith("_") and not any(
-        part.startswith("_") and part != "__init__.py" for part in path.parts
-    )
+PUBLIC_MODULES = ("jaxkl", "jaxkl.estimators", "jaxkl.stats", "jaxkl.montecarlo",
+                  "jaxkl.sharding", "jaxkl.mixtures", "jaxkl.families", "jaxkl.reference",
+                  "jaxkl.fitting", "jaxkl.rl", "jaxkl.rl.audit", "jaxkl.rl.tabular")
 
 
-def _parameters(node) -> list[ast.arg]:
-    a = node.args
-    return [*a.posonlyargs, *a.args, *a.kwonlyargs] + ([a.vararg] if a.vararg else []) + (
-        [a.kwarg] if a.kwarg else [])
+def public_functions() -> dict[str, object]:
+    """Every function the public modules export (``__all__``, else non-underscore names),
+    by public name; the same object exported twice counts once."""
+    import importlib
+    import inspect
+
+    seen, found = set(), {}
+    for module_name in PUBLIC_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        names = getattr(module, "__all__", None) or [n for n in dir(module)
+                                                     if not n.startswith("_")]
+        for name in names:
+            obj = getattr(module, name, None)
+            if inspect.isfunction(obj) and obj.__module__.startswith("jaxkl") \
+                    and id(obj) not in seen:
+                seen.add(id(obj))
+                found[f"{module_name}.{name}"] = obj
+    return found
 
 
 def validation_calls() -> collections.Counter:
@@ -78,15 +95,17 @@ def main() -> None:
     print(f"## {args.top} longest functions (lines, docstring included)")
     for path, node in by_length[: args.top]:
         print(f"{node.end_lineno - node.lineno + 1:5d}  {path}:{node.lineno} {node.name}")
-    public = [(p, n) for p, n in functions if _is_public(p, n)]
-    by_params = sorted(public, key=lambda f: len(_parameters(f[1])), reverse=True)
+    import inspect
+
+    public = {name: inspect.signature(fn) for name, fn in public_functions().items()}
+    by_params = sorted(public.items(), key=lambda kv: len(kv[1].parameters), reverse=True)
     print(f"\n## {args.top} public functions with the most parameters")
-    for path, node in by_params[: args.top]:
-        print(f"{len(_parameters(node)):5d}  {path}:{node.lineno} {node.name}")
-    params = [a for _, n in public for a in _parameters(n) if a.arg not in ("self", "cls")]
-    annotated = sum(a.annotation is not None for a in params)
-    print(f"\n## annotated public parameters: {annotated}/{len(params)} "
-          f"({100 * annotated / max(len(params), 1):.0f}%)")
+    for name, signature in by_params[: args.top]:
+        print(f"{len(signature.parameters):5d}  {name}")
+    params = [p for s in public.values() for p in s.parameters.values()]
+    annotated = sum(p.annotation is not inspect.Parameter.empty for p in params)
+    print(f"\n## annotated parameters of the {len(public)} public functions: "
+          f"{annotated}/{len(params)} ({100 * annotated / max(len(params), 1):.0f}%)")
     counts = validation_calls()
     print(f"\n## validation calls in one grpo_loss: {sum(counts.values())}")
     for name, count in counts.most_common():

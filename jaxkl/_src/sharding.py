@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import chex
 import jax
@@ -47,7 +48,7 @@ def device_mesh(devices: Sequence[jax.Device] | None = None, *,
     return Mesh(np.array(devices), (axis_name,))
 
 
-def check_mesh(mesh) -> Mesh:
+def check_mesh(mesh: Mesh | None) -> Mesh:
     """``mesh`` if it is a Mesh, the default mesh for None; else a TypeError naming it."""
     if mesh is None:
         return device_mesh()
@@ -65,7 +66,7 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
-def assert_on_mesh(tree, mesh: Mesh, *, replicated: bool) -> None:
+def assert_on_mesh(tree: Any, mesh: Mesh, *, replicated: bool) -> None:
     """Asserts that every array leaf of ``tree`` lives on ``mesh``'s devices.
 
     With ``replicated=True`` each leaf must hold a full copy on every device of the mesh;

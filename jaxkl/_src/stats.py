@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
+from jax.typing import ArrayLike
 
 from jaxkl._src.validation import check_float_array
 
@@ -80,7 +82,7 @@ def _z(level: float) -> float:
     return float(scipy.special.ndtri(0.5 + level / 2))
 
 
-def empty(num_features: int, dtype=jnp.float32) -> Moments:
+def empty(num_features: int, dtype: jnp.dtype = jnp.float32) -> Moments:
     """Moments of an empty stream (the identity of :func:`merge`).
 
     Example:
@@ -97,7 +99,8 @@ def empty(num_features: int, dtype=jnp.float32) -> Moments:
     )
 
 
-def from_features(features, valid: Array | None = None, shift: Array | None = None) -> Moments:
+def from_features(features: Sequence[ArrayLike], valid: ArrayLike | None = None,
+                  shift: ArrayLike | None = None) -> Moments:
     """Moments of ``k`` features given as a list of ``[n]`` arrays, in one fused pass.
 
     The sums are taken of shifted values ``y = x - shift``:
@@ -145,7 +148,7 @@ def from_features(features, valid: Array | None = None, shift: Array | None = No
     return Moments(count, shift + s1 / n, s2 - jnp.outer(s1, s1) / n)
 
 
-def from_samples(x: Array, valid: Array | None = None) -> Moments:
+def from_samples(x: ArrayLike, valid: ArrayLike | None = None) -> Moments:
     """Moments of the rows of ``x`` (``[n, k]``), optionally only where ``valid`` (``[n]``).
 
     Example:
@@ -214,7 +217,7 @@ def summarize(m: Moments, index: int) -> Stats:
     return _spread(m.mean[index], variance, m.count, ddof=1)
 
 
-def summarize_linear(m: Moments, weights: Array, *, ddof: int = 1) -> Stats:
+def summarize_linear(m: Moments, weights: ArrayLike, *, ddof: int = 1) -> Stats:
     r"""The :class:`Stats` of the linear combination ``weights @ x`` of the features.
 
     .. math:: \bar y = w^T \bar x, \quad s^2 = w^T C w / (n - \mathrm{ddof}).
@@ -236,7 +239,7 @@ def summarize_linear(m: Moments, weights: Array, *, ddof: int = 1) -> Stats:
     return _spread(weights @ m.mean, variance, m.count, ddof=ddof)
 
 
-def describe(x, *, axis: int = 0) -> Stats:
+def describe(x: ArrayLike, *, axis: int = 0) -> Stats:
     r"""Mean, std (ddof=1), standard error and count of ``x`` along ``axis`` (in one pass).
 
     .. math:: \bar x = \frac1n \sum_i x_i, \quad s^2 = \frac{1}{n-1} \sum_i (x_i - \bar x)^2,
@@ -281,7 +284,7 @@ def describe(x, *, axis: int = 0) -> Stats:
     return Stats(mean=mean, std=std, stderr=std / math.sqrt(max(n, 1)), count=count)
 
 
-def relative_error(stats: Stats, true_value, *, level: float = 0.95) -> Interval:
+def relative_error(stats: Stats, true_value: ArrayLike, *, level: float = 0.95) -> Interval:
     r"""Relative bias ``(mean - true) / true`` of an estimate, with a confidence interval.
 
     .. math:: \frac{\bar k - \mathrm{KL}}{\mathrm{KL}} \pm z_{(1+\text{level})/2}

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxkl._src import numerics, vocabulary
 from jaxkl._src.estimators import divergence_kernels
@@ -29,7 +30,7 @@ F_DIVERGENCES: dict[str, Callable[[Array], Array]] = {
 DIVERGENCE_NAMES = vocabulary.DIVERGENCES
 
 
-def check_parameter(value, name: str) -> float:
+def check_parameter(value: float, name: str) -> float:
     """A finite real Python/NumPy number (a concrete scalar), as a float."""
     if isinstance(value, (bool, str, bytes)) or value is None:
         raise TypeError(f"`{name}` must be a finite real number, got {value!r}.")
@@ -69,7 +70,8 @@ def _t_power(t: float) -> Callable[[Array], Array]:
     return divergence_kernels.amari_kernel(t, scale=scale, name="t_power")
 
 
-def f_divergence_fn(divergence, *, alpha=None, t=None) -> Callable[[Array], Array]:
+def f_divergence_fn(divergence: str | Callable[[Array], Array], *, alpha: float | None = None,
+                    t: float | None = None) -> Callable[[Array], Array]:
     """The unchecked kernel ``l -> f(r) - f(1) - f'(1)(r - 1)`` for ``divergence``.
 
     ``divergence`` is a name of :data:`DIVERGENCE_NAMES` (``alpha``/``t`` for the
@@ -111,7 +113,8 @@ def _user_kernel(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
     return kernel
 
 
-def csiszar(log_ratio, *, divergence="reverse_kl", alpha=None, t=None) -> Array:
+def csiszar(log_ratio: ArrayLike, *, divergence: str | Callable[[Array], Array] = "reverse_kl",
+            alpha: float | None = None, t: float | None = None) -> Array:
     r"""Per-sample Csiszar f-divergence estimator in non-negative, tangent-subtracted form.
 
     .. math:: D_f(p\|q) = E_q[f(r)] = E_q[f(r) - f(1) - f'(1)(r - 1)], \quad r = p/q,
@@ -230,7 +233,8 @@ def _transformed(transform: str, log_ratio, f, alpha, t) -> Array:
     return apply_kernel(kernel, log_ratio)
 
 
-def csiszar_dual(log_ratio, f, *, alpha=None, t=None) -> Array:
+def csiszar_dual(log_ratio: ArrayLike, f: str | Callable[[Array], Array], *,
+                 alpha: float | None = None, t: float | None = None) -> Array:
     r"""The dual Csiszar divergence ``f*(u) = u f(1/u)``, in tangent-subtracted form.
 
     ``D_{f*}(p||q) = D_f(q||p)``. With ``g`` the tangent form of ``f`` (as in
@@ -255,7 +259,8 @@ def csiszar_dual(log_ratio, f, *, alpha=None, t=None) -> Array:
     return _transformed("dual", log_ratio, f, alpha, t)
 
 
-def csiszar_symmetrized(log_ratio, f, *, alpha=None, t=None) -> Array:
+def csiszar_symmetrized(log_ratio: ArrayLike, f: str | Callable[[Array], Array], *,
+                        alpha: float | None = None, t: float | None = None) -> Array:
     r"""The symmetrized Csiszar divergence ``(f(u) + u f(1/u)) / 2``, tangent-subtracted.
 
     ``D = (D_f(p||q) + D_f(q||p)) / 2``; computed as ``(g(l) + e^l g(-l)) / 2`` with

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxkl._src import numerics
 from jaxkl._src.validation import check_float_array, check_same_shape, compute_dtype
@@ -23,7 +24,8 @@ KL_KERNELS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def apply_kernel(fn: Callable[[Array], Array], log_ratio, name: str = "log_ratio") -> Array:
+def apply_kernel(fn: Callable[[Array], Array], log_ratio: ArrayLike,
+                 name: str = "log_ratio") -> Array:
     """The public edge of every per-sample estimator: checks ``log_ratio``, computes in
     float32 at least, and returns the input's dtype."""
     log_ratio = check_float_array(log_ratio, name)
@@ -31,7 +33,7 @@ def apply_kernel(fn: Callable[[Array], Array], log_ratio, name: str = "log_ratio
     return out.astype(log_ratio.dtype)
 
 
-def k1(log_ratio) -> Array:
+def k1(log_ratio: ArrayLike) -> Array:
     r"""Schulman's k1: ``-l``, the naive unbiased estimator of KL(q||p).
 
     .. math:: k_1 = -\log r, \quad E_q[k_1] = KL(q \| p).
@@ -52,7 +54,7 @@ def k1(log_ratio) -> Array:
     return apply_kernel(KL_KERNELS["k1"], log_ratio)
 
 
-def k2(log_ratio) -> Array:
+def k2(log_ratio: ArrayLike) -> Array:
     r"""Schulman's k2: ``l**2 / 2``, a biased, low-variance estimator of KL(q||p).
 
     .. math:: k_2 = \tfrac12 (\log r)^2, \quad E_q[k_2] = D_f(p\|q),\ f(u) = \tfrac12 (\log u)^2.
@@ -74,7 +76,7 @@ def k2(log_ratio) -> Array:
     return apply_kernel(KL_KERNELS["k2"], log_ratio)
 
 
-def k3(log_ratio) -> Array:
+def k3(log_ratio: ArrayLike) -> Array:
     r"""Schulman's k3: ``(r - 1) - l``, unbiased, non-negative estimator of KL(q||p).
 
     .. math:: k_3 = (r - 1) - \log r \ \ge 0, \quad E_q[k_3] = KL(q \| p)
@@ -99,7 +101,7 @@ def k3(log_ratio) -> Array:
     return apply_kernel(KL_KERNELS["k3"], log_ratio)
 
 
-def control_variate(log_ratio, lam) -> Array:
+def control_variate(log_ratio: ArrayLike, lam: ArrayLike) -> Array:
     r"""Control-variate family ``-l + lam * (r - 1)``; unbiased for KL(q||p) for any ``lam``.
 
     .. math:: k_\lambda = -\log r + \lambda (r - 1), \quad E_q[r - 1] = 0.
@@ -142,7 +144,7 @@ def control_variate(log_ratio, lam) -> Array:
     return jnp.where(jnp.abs(l) < 1, near, far).astype(log_ratio.dtype)
 
 
-def optimal_cv_lambda(log_ratio, *, axis=None) -> Array:
+def optimal_cv_lambda(log_ratio: ArrayLike, *, axis: int | tuple[int, ...] | None = None) -> Array:
     r"""Variance-optimal control-variate coefficient estimated from samples.
 
     .. math:: \lambda^* = \frac{\mathrm{Cov}_q(\log r, r)}{\mathrm{Var}_q(r)}
@@ -188,7 +190,7 @@ def cv_coefficient(covariance: Array, variance: Array) -> Array:
     return jnp.where(zero, 0, covariance / jnp.where(zero, 1, variance))
 
 
-def forward_kl(log_ratio) -> Array:
+def forward_kl(log_ratio: ArrayLike) -> Array:
     r"""Schulman's estimator of the forward KL(p||q) from samples of q.
 
     .. math:: r \log r - (r - 1) \ \ge 0, \quad E_q[\cdot] = E_p[\log r] = KL(p \| q).

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import distrax
 import jax
+from jax.sharding import Mesh
 
 from jaxkl._src import stats
 from jaxkl._src.montecarlo import engine, sharded
@@ -12,16 +14,16 @@ from jaxkl._src.validation import check_key
 
 
 def estimate(
-    q,
-    p,
+    q: distrax.DistributionLike,
+    p: distrax.DistributionLike,
     *,
-    key,
+    key: jax.Array,
     num_samples: int,
     estimators: Sequence[str | Callable] | Mapping[str, Callable] = ("k1", "k2", "k3"),
     chunk_size: int = engine.DEFAULT_CHUNK_SIZE,
-    mesh=None,
-    alpha=None,
-    t=None,
+    mesh: Mesh | None = None,
+    alpha: float | None = None,
+    t: float | None = None,
 ) -> dict[str, stats.Stats]:
     r"""Monte Carlo estimates of KL(q||p) (and friends) from ``num_samples`` samples of q.
 
@@ -85,7 +87,8 @@ def estimate(
     return engine.summarize(engine.stream(q, p, key, plan), plan)
 
 
-def sample_log_ratios(q, p, *, key, num_samples: int) -> jax.Array:
+def sample_log_ratios(q: distrax.DistributionLike, p: distrax.DistributionLike, *,
+                      key: jax.Array, num_samples: int) -> jax.Array:
     r"""The log-ratios ``l_i = log p(x_i) - log q(x_i)`` at ``num_samples`` samples ``x_i ~ q``.
 
     The per-sample input of every estimator (:func:`jaxkl.k1`, :func:`jaxkl.k3`,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import distrax
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
@@ -92,17 +93,17 @@ DEFAULT_CHUNKS_PER_CALL = 1024
 
 
 def estimate_sharded(
-    q,
-    p,
+    q: distrax.DistributionLike,
+    p: distrax.DistributionLike,
     *,
-    key,
+    key: jax.Array,
     num_samples: int,
     estimators: Sequence[str | Callable] | Mapping[str, Callable] = ("k1", "k2", "k3"),
     chunk_size: int = engine.DEFAULT_CHUNK_SIZE,
     mesh: Mesh | None = None,
     chunks_per_call: int = DEFAULT_CHUNKS_PER_CALL,
-    alpha=None,
-    t=None,
+    alpha: float | None = None,
+    t: float | None = None,
 ) -> dict[str, stats.Stats]:
     r""":func:`jaxkl.estimate`, with the chunks spread over the devices of ``mesh``.
 
