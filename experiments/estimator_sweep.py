@@ -3,7 +3,7 @@ r"""Bias and spread of k1, k2, k3 and cv(lambda*) across families and true KL 1e
 Five families of (q, p), each swept over the true KL(q||p) (from
 :func:`jaxkl.reference.reference_kl`: analytic for Gaussians, quadrature for mixtures):
 
-- ``location``: q = N(0, 1), p = N(mu, 1); the closed forms of DESIGN.md are drawn as lines.
+- ``location``: q = N(0, 1), p = N(mu, 1); the closed forms of docs/design.md are drawn as lines.
 - ``scale, p narrower``: q = N(0, 1), p = N(0, s^2), s < 1; r = p/q is bounded.
 - ``scale, p wider``: the same with s > 1. The ratio's tail is Pareto-like,
   P(r > t) ~ t^-alpha with alpha = s^2 / (s^2 - 1), so Var_q(r) is infinite once

@@ -7,7 +7,7 @@ Cases (all with unit variances, so the true KL is ``mu**2 / 2`` whichever way ro
 - ``schulman_1``: q = N(0, 1), p = N(1, 1), true KL 0.5.
 
 For each estimator: the mean, bias/true with a 95% interval and std/true, next to the
-closed forms of DESIGN.md (Schulman 2020 reports std/true 20, 1.42, 1.42 at KL = 0.005 and
+closed forms of docs/design.md (Schulman 2020 reports std/true 20, 1.42, 1.42 at KL = 0.005 and
 2, 1.73, 1.7 at KL = 0.5, and k2's bias/true 0.25 at KL = 0.5). Also the note's two sanity
 checks: the fraction of samples with ``log q - log p < 0`` (the note's ~48%; exactly
 Phi(-0.05) = 0.4801 for the ``note`` case), and ``log x <= x - 1`` plotted against ``x``
@@ -33,7 +33,7 @@ CASES = {  # name: (q mean, p mean)
 
 
 def closed_form(mu: float) -> dict[str, dict[str, float]]:
-    """bias/true and std/true for unit-variance Gaussians at distance mu (DESIGN.md)."""
+    """bias/true and std/true for unit-variance Gaussians at distance mu (docs/design.md)."""
     kl = mu**2 / 2
     e = np.expm1(mu**2)
     var = {

@@ -1,6 +1,7 @@
 """jaxkl: estimating, fitting and regularising with KL divergences from samples, in JAX.
 
-The public API is re-exported here; see DESIGN.md and the README for the science.
+The public API is re-exported here; docs/design.md has the science, the layers and a
+tour of the code, and the README the commands.
 """
 
 from jaxkl import families, fitting, rl, sharding, stats

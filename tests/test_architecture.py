@@ -175,3 +175,43 @@ def test_every_public_name_is_listed_and_resolves():
         assert hasattr(mod, "__all__"), module
         missing = [name for name in mod.__all__ if not hasattr(mod, name)]
         assert not missing, f"{module}.__all__ lists missing names {missing}"
+
+
+def test_the_design_document_names_only_files_that_exist():
+    """docs/design.md's tour and layer map stay true as code moves."""
+    import re
+
+    text = (ROOT / "docs" / "design.md").read_text()
+    paths = set(re.findall(r"`((?:jaxkl|experiments|tests|scripts)/[\w/.]+?)(?:::\w+)?`", text))
+    assert len(paths) > 15, paths
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"docs/design.md names missing files: {missing}"
+    for module in LAYERS:
+        for prefix in module[1]:
+            assert prefix in text, f"docs/design.md does not place {prefix} in the layers"
+
+
+def test_no_file_cites_a_design_document_that_is_not_in_the_repository():
+    offences = []
+    for path in ROOT.rglob("*"):
+        if (not path.is_file() or path.suffix not in {".py", ".md", ".toml", ".sh", ".txt"}
+                or any(part.startswith(".") or part == "build" for part in
+                       path.relative_to(ROOT).parts)):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if "DESIGN.md" in line and path != pathlib.Path(__file__):
+                offences.append(f"{path.relative_to(ROOT)}:{number}")
+    assert not offences, offences
+
+
+def test_pip_install_puts_only_jaxkl_into_site_packages():
+    """``experiments`` runs from the clone; installed, it would clash with users' folders."""
+    import tomllib
+
+    import setuptools
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = setuptools.find_packages(str(ROOT), include=include)
+    assert {p.split(".")[0] for p in packages} == {"jaxkl"}, packages
+    assert "jaxkl._src.rl" in packages and "jaxkl.rl" in packages

@@ -188,7 +188,7 @@ def test_moments_match_closed_forms_for_gaussian_shift(mu):
     x = jax.random.normal(jax.random.key(7), (n,))
     l = distrax.Normal(mu, 1.0).log_prob(x) - distrax.Normal(0.0, 1.0).log_prob(x)
     kl = mu**2 / 2
-    closed = {  # estimator: (mean, variance), DESIGN.md
+    closed = {  # estimator: (mean, variance), docs/design.md
         "k1": (kl, mu**2),
         "k2": (kl + mu**4 / 8, (2 * mu**4 + mu**6) / 4),
         "k3": (kl, np.exp(mu**2) - 1 - mu**2),

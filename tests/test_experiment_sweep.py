@@ -1,4 +1,4 @@
-"""The estimator sweep reproduces DESIGN.md's closed forms on the location family."""
+"""The estimator sweep reproduces the closed forms of docs/design.md on the location family."""
 
 import distrax
 import jax

@@ -26,7 +26,7 @@ def _gaussian_pair(mu):
 
 @pytest.mark.parametrize("mu", [0.1, 0.5, 1.0])
 def test_means_and_variances_match_closed_forms(mu):
-    """q = N(0,1), p = N(mu,1) (DESIGN.md): every mean and variance within 5 stderr.
+    """q = N(0,1), p = N(mu,1) (docs/design.md): every mean and variance within 5 stderr.
 
     The variance is checked as the mean of the squared deviation from the known mean, whose
     own standard error estimate() reports.

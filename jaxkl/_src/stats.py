@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,6 +177,11 @@ def merge(a: Moments, b: Moments) -> Moments:
       >>> bool(jnp.allclose(whole.comoment, parts.comoment))
       True
     """
+    # Both sides describe the same features in the same dtype (an internal contract: the
+    # engine and the sharded reduction only merge moments they built from one plan).
+    chex.assert_equal_shape([a.mean, b.mean])
+    chex.assert_equal_shape([a.comoment, b.comoment])
+    chex.assert_type([a.mean, b.mean, a.comoment, b.comoment], a.mean.dtype)
     count = a.count + b.count
     n = jnp.maximum(count, 1).astype(a.mean.dtype)
     na = a.count.astype(a.mean.dtype)

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,8 +191,13 @@ def _chunk_moments(q, p, key: Array, chunk_index: Array, num_samples: Array, fea
     ``shift`` (the running mean) centres the one-pass sums; see stats.from_features.
     """
     l = sample_log_ratio(q, p, jax.random.fold_in(key, chunk_index), chunk_size)
+    values = [f(l) for f in features]
+    # The kernels' contract with the engine: elementwise, in the log-ratio's dtype.
+    chex.assert_shape(values, (chunk_size,))
+    chex.assert_type(values, l.dtype)
+    chex.assert_shape(shift, (len(features),))
     position = chunk_index * chunk_size + jnp.arange(chunk_size)
-    return stats.from_features([f(l) for f in features], position < num_samples, shift)
+    return stats.from_features(values, position < num_samples, shift)
 
 
 def run_chunks(q, p, key: Array, num_samples: Array, *, features, chunk_size: int,
@@ -275,6 +281,9 @@ def is_pytree(d) -> bool:
 
 def summarize(moments: stats.Moments, plan: SamplingPlan) -> dict[str, stats.Stats]:
     """Per-estimator :class:`jaxkl.Stats` from the streamed feature moments."""
+    num_features = len(plan.features)
+    chex.assert_shape(moments.mean, (num_features,))
+    chex.assert_shape(moments.comoment, (num_features, num_features))
     out = {}
     for name, slot in zip(plan.names, plan.slots, strict=True):
         if name == vocabulary.OPTIMAL_CV:
