@@ -6,6 +6,7 @@ with the closed form within 5 standard errors of that mean.
 """
 
 import functools
+import inspect
 
 import distrax
 import jax
@@ -20,6 +21,7 @@ import jaxkl
 from jaxkl import families as F
 from jaxkl.fitting import (
     DIVERGENCES,
+    FitOptions,
     FitResult,
     evaluate,
     fit,
@@ -345,15 +347,30 @@ def test_multistart_keeps_the_best_optimum():
     family = F.gaussian()
     starts = jnp.array([-4.0, -4.5, 4.5, -3.0])
     init = jax.vmap(lambda m: family.encode(loc=m, scale=1.0))(starts)
-    out = fit_multistart(p, family, divergence="reverse_kl", key=jax.random.key(0),
-                         num_starts=4, num_steps=300, num_samples=32, init_params=init,
-                         eval_num_samples=4096)
+    options = FitOptions(divergence="reverse_kl", num_steps=300, num_samples=32)
+    out = fit_multistart(p, family, key=jax.random.key(0), num_starts=4, options=options,
+                         init_params=init, eval_num_samples=4096)
     assert int(out.best_index) == 2
     assert out.best.losses.shape == (300,)
     np.testing.assert_allclose(float(out.best.q.mean()), 5.0, atol=0.05)
     np.testing.assert_allclose(np.asarray(out.scores)[[0, 1, 3]], -np.log(0.3), atol=0.02)
     np.testing.assert_allclose(float(out.scores[2]), -np.log(0.7), atol=0.02)
     assert out.starts.params["loc"].shape == (4,)
+
+
+def test_fit_options_are_fits_keyword_arguments():
+    # fit_multistart passes FitOptions to fit as keyword arguments: every field must be one
+    # of fit's keywords, with fit's default.
+    parameters = inspect.signature(fit).parameters
+    for name in FitOptions._fields:
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        if name in FitOptions._field_defaults:
+            assert FitOptions._field_defaults[name] == parameters[name].default
+        else:
+            assert parameters[name].default is inspect.Parameter.empty
+    with pytest.raises(TypeError, match="FitOptions"):
+        fit_multistart(distrax.Normal(0.0, 1.0), F.gaussian(), key=jax.random.key(0),
+                       num_starts=2, options={"divergence": "reverse_kl"})
 
 
 # ----------------------------------------------------------------------------------------
@@ -505,8 +522,9 @@ def test_bad_inputs_raise_clear_errors():
         fit(p, family, divergence="reverse_kl",
             init_params={"loc": jnp.zeros(2), "raw_scale": jnp.zeros(())}, **common)
     with pytest.raises(ValueError, match="init_params"):
-        fit_multistart(p, family, divergence="reverse_kl", num_starts=3,
-                       init_params=family.encode(loc=0.0, scale=1.0), **common)
+        fit_multistart(p, family, key=common["key"], num_starts=3,
+                       options=FitOptions(divergence="reverse_kl", num_steps=10, num_samples=8),
+                       init_params=family.encode(loc=0.0, scale=1.0))
 
 
 # The other divergence names of jaxkl.csiszar (one vocabulary with csiszar and estimate),

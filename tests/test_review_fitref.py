@@ -13,7 +13,7 @@ import pytest
 
 from jaxkl import families as F
 from jaxkl import mixtures
-from jaxkl._src.fitting.fitting import _renyi_value
+from jaxkl._src.fitting.objectives import _renyi_value
 from jaxkl.fitting import default_optimizer, evaluate, fit
 from jaxkl.reference import mixture_kl_approximations, quadrature_kl, reference_kl
 
