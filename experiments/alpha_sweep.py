@@ -19,7 +19,7 @@ import numpy as np
 
 from experiments._framework import Experiment, atomic_save_figure
 from jaxkl import families
-from jaxkl.fitting import fit, fit_multistart
+from jaxkl.fitting import FitOptions, fit, fit_multistart
 from jaxkl.mixtures import gaussian_mixture_1d
 from jaxkl.reference import reference_kl
 
@@ -35,9 +35,10 @@ def fit_alpha(alpha, key, *, num_starts, num_steps, num_samples):
     locs = jnp.linspace(-4.0, 3.0, num_starts)
     scales = jnp.where(jnp.arange(num_starts) % 2 == 0, 1.0, 3.0)
     inits = jax.vmap(lambda m, s: FAMILY.encode(loc=m, scale=s))(locs, scales)
-    return fit_multistart(target(), FAMILY, divergence="renyi", alpha=alpha, key=key,
-                          num_starts=num_starts, num_steps=num_steps,
-                          num_samples=num_samples, init_params=inits).best
+    options = FitOptions(divergence="renyi", num_steps=num_steps, num_samples=num_samples,
+                         alpha=alpha)
+    return fit_multistart(target(), FAMILY, key=key, num_starts=num_starts, options=options,
+                          init_params=inits).best
 
 
 def run(config, progress):

@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments._framework import Experiment, atomic_save_figure
 from jaxkl import families
-from jaxkl.fitting import fit, fit_multistart
+from jaxkl.fitting import FitOptions, fit, fit_multistart
 from jaxkl.mixtures import gaussian_mixture_1d
 from jaxkl.reference import reference_kl
 
@@ -39,9 +39,10 @@ def fit_both(mu2, key, *, num_starts, num_steps, num_samples):
                   num_samples=num_samples)
     locs = jnp.linspace(-1.0, 1.0, num_starts) * (mu2 / 2 + 1) + mu2 / 2
     inits = jax.vmap(lambda m: FAMILY.encode(loc=m, scale=1.0))(locs)
-    reverse = fit_multistart(p, FAMILY, divergence="reverse_kl", key=reverse_key,
-                             num_starts=num_starts, num_steps=num_steps,
-                             num_samples=num_samples, init_params=inits)
+    options = FitOptions(divergence="reverse_kl", num_steps=num_steps,
+                         num_samples=num_samples)
+    reverse = fit_multistart(p, FAMILY, key=reverse_key, num_starts=num_starts,
+                             options=options, init_params=inits)
     return forward, reverse.best
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments._framework import Experiment, atomic_save_figure
 from jaxkl import families
-from jaxkl.fitting import fit, fit_multistart
+from jaxkl.fitting import FitOptions, fit, fit_multistart
 from jaxkl.mixtures import gaussian_mixture_full
 from jaxkl.reference import reference_kl
 
@@ -41,9 +41,10 @@ def run(config, progress):
     t = jnp.linspace(-1.3, 1.3, config["num_starts"])
     locs = t[:, None] * jnp.asarray(MEANS[1])[None, :]
     inits = jax.vmap(lambda m: FAMILY.encode(loc=m, scale_tril=jnp.eye(2)))(locs)
+    options = FitOptions(divergence="reverse_kl", num_steps=config["num_steps"],
+                         num_samples=config["num_samples"])
     reverse = jax.jit(lambda k: fit_multistart(
-        p, FAMILY, divergence="reverse_kl", key=k, num_starts=config["num_starts"],
-        num_steps=config["num_steps"], num_samples=config["num_samples"],
+        p, FAMILY, key=k, num_starts=config["num_starts"], options=options,
         init_params=inits))(reverse_key)
     start_means = np.asarray(reverse.starts.q.mean())
     scores = np.asarray(reverse.scores)

@@ -29,7 +29,7 @@ from scipy import optimize, special
 
 from experiments._framework import Experiment, atomic_save_figure
 from jaxkl import families
-from jaxkl.fitting import fit_multistart
+from jaxkl.fitting import FitOptions, fit_multistart
 from jaxkl.mixtures import gaussian_mixture_1d
 from jaxkl.reference import reference_kl
 
@@ -48,9 +48,10 @@ def sweep_one(d, key, *, num_starts, num_steps, num_samples):
     scales = jnp.exp(jax.random.uniform(scale_key, (num_starts,), minval=np.log(0.5),
                                         maxval=np.log(3.0)))
     inits = jax.vmap(lambda m, s: FAMILY.encode(loc=m, scale=s))(locs, scales)
-    return fit_multistart(target(d), FAMILY, divergence="reverse_kl", key=fit_key,
-                          num_starts=num_starts, num_steps=num_steps,
-                          num_samples=num_samples, init_params=inits)
+    options = FitOptions(divergence="reverse_kl", num_steps=num_steps,
+                         num_samples=num_samples)
+    return fit_multistart(target(d), FAMILY, key=fit_key, num_starts=num_starts,
+                          options=options, init_params=inits)
 
 
 def make_sweep(num_starts, num_steps, num_samples):

@@ -18,7 +18,7 @@ from jaxkl.estimators import (
     k3,
     optimal_cv_lambda,
 )
-from jaxkl.fitting import FitResult, MultiStartResult, fit, fit_multistart
+from jaxkl.fitting import FitOptions, FitResult, MultiStartResult, fit, fit_multistart
 from jaxkl.mixtures import (
     GaussianMixture,
     MixtureMoments,
@@ -45,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DIVERGENCE_NAMES",
     "F_DIVERGENCES",
+    "FitOptions",
     "FitResult",
     "GaussianMixture",
     "Interval",

@@ -30,19 +30,13 @@ anything with ``log_prob``, and ``sample`` for ``"forward_kl"``).
 :func:`fit` runs any optax optimiser for ``num_steps`` under one ``lax.scan``; it is a
 pure function of arrays, so ``jax.vmap`` batches it over keys, initialisations and
 targets (distrax distributions are pytrees). :func:`fit_multistart` keeps the best of
-several starts, judged by :func:`evaluate` with many samples and a common key.
+several starts, judged by :func:`evaluate` with many samples and a common key; the
+options its starts share are a :class:`FitOptions`, the keyword arguments of :func:`fit`.
 """
 
-from jaxkl._src.fitting.fitting import (
-    DIVERGENCES,
-    FitResult,
-    MultiStartResult,
-    default_optimizer,
-    evaluate,
-    fit,
-    fit_multistart,
-    make_loss,
-)
+from jaxkl._src.fitting.loop import FitOptions, FitResult, default_optimizer, fit
+from jaxkl._src.fitting.multistart import MultiStartResult, fit_multistart
+from jaxkl._src.fitting.objectives import DIVERGENCES, evaluate, make_loss
 
 __all__ = [
     "default_optimizer",
@@ -50,6 +44,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_multistart",
+    "FitOptions",
     "FitResult",
     "make_loss",
     "MultiStartResult",

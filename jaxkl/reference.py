@@ -30,17 +30,15 @@ for tests and experiments, not functions to call inside ``jit``. The exceptions 
 :func:`exact_kl` and :func:`mixture_kl_approximations`, which are pure JAX.
 """
 
-from jaxkl._src.reference.reference import (
-    METHODS,
-    MIN_MONTE_CARLO_SAMPLES,
+from jaxkl._src.reference.analytic import exact_kl
+from jaxkl._src.reference.dispatch import METHODS, reference_kl
+from jaxkl._src.reference.mixture_bounds import (
     MixtureKLApproximations,
-    ReferenceKL,
-    exact_kl,
     mixture_kl_approximations,
-    monte_carlo_kl,
-    quadrature_kl,
-    reference_kl,
 )
+from jaxkl._src.reference.monte_carlo import MIN_MONTE_CARLO_SAMPLES, monte_carlo_kl
+from jaxkl._src.reference.quadrature import quadrature_kl
+from jaxkl._src.reference.result import ReferenceKL
 
 __all__ = [
     "exact_kl",

@@ -8,6 +8,7 @@ import pytest
 
 import jaxkl
 from jaxkl import families as F
+from jaxkl import mixtures
 
 ALL_FAMILIES = [
     ("gaussian", lambda **kw: F.gaussian(**kw)),
@@ -226,3 +227,60 @@ def test_mixture_family_encode_rejects_unnormalised_weights_like_the_constructor
     params = ten.encode(weights=jnp.full(10, 0.1, jnp.float32), locs=jnp.zeros(10),
                         scales=jnp.ones(10))
     np.testing.assert_allclose(np.exp(np.asarray(params["logits"])), 0.1, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------
+# families: invalid values were encoded to NaN/inf parameters without an error.
+# ----------------------------------------------------------------------------------------
+
+
+def test_encode_rejects_non_finite_and_invalid_values():
+    with pytest.raises(ValueError, match="`scale` must be positive and finite"):
+        F.gaussian().encode(loc=0.0, scale=float("nan"))
+    with pytest.raises(ValueError, match="`scale` must be positive and finite"):
+        F.gaussian().encode(loc=0.0, scale=float("inf"))
+    with pytest.raises(ValueError, match="`loc` must be finite"):
+        F.gaussian().encode(loc=float("nan"), scale=1.0)
+    with pytest.raises(ValueError, match="`locs` must be finite"):
+        F.gaussian_mixture(2).encode(weights=jnp.array([0.5, 0.5]),
+                                     locs=jnp.array([0.0, jnp.inf]), scales=jnp.ones(2))
+    full = F.full_covariance_gaussian(2)
+    # Not positive definite: Cholesky returned NaN and encode returned NaN parameters.
+    with pytest.raises(ValueError, match="`covariance` must be positive definite"):
+        full.encode(loc=jnp.zeros(2), covariance=jnp.array([[1.0, 2.0], [2.0, 1.0]]))
+    # Not symmetric: Cholesky silently symmetrised it (a different covariance).
+    with pytest.raises(ValueError, match="`covariance` must be symmetric"):
+        full.encode(loc=jnp.zeros(2), covariance=jnp.array([[1.0, 0.9], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="diagonal of `scale_tril`"):
+        full.encode(loc=jnp.zeros(2), scale_tril=jnp.array([[1.0, 0.0], [0.5, -1.0]]))
+    with pytest.raises(ValueError, match="`scale_init`"):
+        F.gaussian(scale_init=float("inf"))
+    with pytest.raises(TypeError, match="`loc_init_std`"):
+        F.diagonal_gaussian(2, loc_init_std="1")
+
+
+@pytest.mark.parametrize("name,make", [
+    ("gaussian", lambda: F.gaussian()),
+    ("diagonal", lambda: F.diagonal_gaussian(2)),
+    ("full", lambda: F.full_covariance_gaussian(2)),
+    ("mixture", lambda: F.gaussian_mixture(2, 2)),
+])
+def test_distribution_of_bf16_params_computes_in_float32(name, make):
+    # bf16 parameters used to give a bf16 distribution (bf16 log-densities and Cholesky).
+    family = make()
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), family.init(jax.random.key(0)))
+    q = family.distribution(params)
+    x = jnp.zeros(family.event_shape, jnp.bfloat16)
+    # distrax promotes the bf16 point to the float32 parameters implicitly (its code, not
+    # jaxkl's, so the suite's strict dtype promotion is lifted for this call).
+    with jax.numpy_dtype_promotion("standard"):
+        assert q.log_prob(x).dtype == jnp.float32
+
+
+def test_mixture_family_log_prob_of_a_sample_batch_in_strict_mode():
+    # The family's q was a plain MixtureSameFamily, whose log_prob of [n, ...] points
+    # raises under jax_numpy_rank_promotion="raise" (the suite's setting).
+    family = F.gaussian_mixture(3)
+    q = family.distribution(family.init(jax.random.key(0)))
+    assert isinstance(q, mixtures.GaussianMixture)
+    assert q.log_prob(jnp.zeros(5)).shape == (5,)

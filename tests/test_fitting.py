@@ -6,6 +6,8 @@ with the closed form within 5 standard errors of that mean.
 """
 
 import functools
+import inspect
+import math
 
 import distrax
 import jax
@@ -18,9 +20,12 @@ from scipy import stats as scipy_stats
 
 import jaxkl
 from jaxkl import families as F
+from jaxkl._src.fitting.objectives import _renyi_value
 from jaxkl.fitting import (
     DIVERGENCES,
+    FitOptions,
     FitResult,
+    default_optimizer,
     evaluate,
     fit,
     fit_multistart,
@@ -345,15 +350,30 @@ def test_multistart_keeps_the_best_optimum():
     family = F.gaussian()
     starts = jnp.array([-4.0, -4.5, 4.5, -3.0])
     init = jax.vmap(lambda m: family.encode(loc=m, scale=1.0))(starts)
-    out = fit_multistart(p, family, divergence="reverse_kl", key=jax.random.key(0),
-                         num_starts=4, num_steps=300, num_samples=32, init_params=init,
-                         eval_num_samples=4096)
+    options = FitOptions(divergence="reverse_kl", num_steps=300, num_samples=32)
+    out = fit_multistart(p, family, key=jax.random.key(0), num_starts=4, options=options,
+                         init_params=init, eval_num_samples=4096)
     assert int(out.best_index) == 2
     assert out.best.losses.shape == (300,)
     np.testing.assert_allclose(float(out.best.q.mean()), 5.0, atol=0.05)
     np.testing.assert_allclose(np.asarray(out.scores)[[0, 1, 3]], -np.log(0.3), atol=0.02)
     np.testing.assert_allclose(float(out.scores[2]), -np.log(0.7), atol=0.02)
     assert out.starts.params["loc"].shape == (4,)
+
+
+def test_fit_options_are_fits_keyword_arguments():
+    # fit_multistart passes FitOptions to fit as keyword arguments: every field must be one
+    # of fit's keywords, with fit's default.
+    parameters = inspect.signature(fit).parameters
+    for name in FitOptions._fields:
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        if name in FitOptions._field_defaults:
+            assert FitOptions._field_defaults[name] == parameters[name].default
+        else:
+            assert parameters[name].default is inspect.Parameter.empty
+    with pytest.raises(TypeError, match="FitOptions"):
+        fit_multistart(distrax.Normal(0.0, 1.0), F.gaussian(), key=jax.random.key(0),
+                       num_starts=2, options={"divergence": "reverse_kl"})
 
 
 # ----------------------------------------------------------------------------------------
@@ -505,8 +525,9 @@ def test_bad_inputs_raise_clear_errors():
         fit(p, family, divergence="reverse_kl",
             init_params={"loc": jnp.zeros(2), "raw_scale": jnp.zeros(())}, **common)
     with pytest.raises(ValueError, match="init_params"):
-        fit_multistart(p, family, divergence="reverse_kl", num_starts=3,
-                       init_params=family.encode(loc=0.0, scale=1.0), **common)
+        fit_multistart(p, family, key=common["key"], num_starts=3,
+                       options=FitOptions(divergence="reverse_kl", num_steps=10, num_samples=8),
+                       init_params=family.encode(loc=0.0, scale=1.0))
 
 
 # The other divergence names of jaxkl.csiszar (one vocabulary with csiszar and estimate),
@@ -558,3 +579,87 @@ def test_csiszar_objectives_match_quadrature_value_and_gradient(divergence, para
 
 def test_divergence_list_is_complete():
     assert set(DIVERGENCES) == {c[0] for c in CASES} | {c[0] for c in CSISZAR_CASES}
+
+
+# ----------------------------------------------------------------------------------------
+# Renyi objective: logsumexp(a l - log n) / (a (a - 1)) cancelled to O(eps log n) absolute
+# before the division by a, so the float32 value was 86% off at a = 1e-6.
+# ----------------------------------------------------------------------------------------
+
+
+def _renyi_float64(log_ratio, alpha):
+    """log mean(r^a) / (a (a - 1)) by the textbook formula in float64 (no cancellation
+    matters there at these alphas: eps64 * log n / a is < 1e-9 relative)."""
+    log_ratio = np.asarray(log_ratio, np.float64)
+    m = np.max(alpha * log_ratio)
+    return (m + np.log(np.mean(np.exp(alpha * log_ratio - m)))) / (alpha * (alpha - 1))
+
+
+@pytest.mark.parametrize("alpha", [1e-6, 1e-4, 1e-2, 0.5, 0.9, 1.5, 2.0])
+@pytest.mark.parametrize("num_samples", [64, 4096])
+def test_renyi_value_is_accurate_in_float32(alpha, num_samples):
+    # Log-ratios of q = N(0, 1) against p = N(1, 1): l ~ N(-1/2, 1).
+    log_ratio = np.random.default_rng(0).normal(-0.5, 1.0, num_samples).astype(np.float32)
+    log_w = jnp.full((num_samples,), -math.log(num_samples), jnp.float32)
+    value = _renyi_value(jnp.asarray(log_ratio), log_w, jnp.float32(alpha))
+    # float32 alpha itself is rounded by eps32/2 relative; the value's sensitivity to it is
+    # below 1 (relative) here, so 1e-5 leaves room for a few ulps without hiding the bug.
+    expected = _renyi_float64(log_ratio, float(np.float32(alpha)))
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+def test_renyi_value_with_large_exponents_uses_logsumexp_branch():
+    # a (l - mean l) up to ~200: the series branch would overflow; the value must be finite.
+    log_ratio = jnp.linspace(-40.0, 60.0, 101, dtype=jnp.float32)
+    log_w = jnp.full((101,), -math.log(101), jnp.float32)
+    value = _renyi_value(log_ratio, log_w, jnp.float32(2.0))
+    np.testing.assert_allclose(float(value), _renyi_float64(np.asarray(log_ratio), 2.0),
+                               rtol=1e-6)
+    grad = jax.grad(lambda l: _renyi_value(l, log_w, jnp.float32(2.0)))(log_ratio)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_renyi_at_small_alpha_tends_to_reverse_kl_on_the_same_samples():
+    # Same key => same samples; D_a/a -> KL(q||p) estimate as a -> 0 (difference O(a)).
+    family, p = F.gaussian(), distrax.Normal(1.0, 1.0)
+    params = family.encode(loc=0.0, scale=1.0)
+    common = dict(key=jax.random.key(0), num_samples=4096)
+    reverse = evaluate(p, family, params, divergence="reverse_kl", **common)
+    renyi = evaluate(p, family, params, divergence="renyi", alpha=1e-6, **common)
+    np.testing.assert_allclose(float(renyi), float(reverse), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# fit: a non-finite start made every step non-finite, so every step was skipped and the
+# returned params were NaN, contradicting "params stay finite".
+# ----------------------------------------------------------------------------------------
+
+
+def test_fit_rejects_non_finite_init_params():
+    family = F.gaussian()
+    init = {"loc": jnp.float32(jnp.nan), "raw_scale": jnp.float32(0.0)}
+    with pytest.raises(ValueError, match=r"`init_params\['loc'\]` must be finite"):
+        fit(distrax.Normal(0.0, 1.0), family, divergence="reverse_kl", key=jax.random.key(0),
+            num_steps=5, num_samples=4, init_params=init)
+
+
+def test_alpha_learning_rate_and_key_validation():
+    p, family = distrax.Normal(0.0, 1.0), F.gaussian()
+    common = dict(key=jax.random.key(0), num_steps=5, num_samples=4)
+    # A NumPy float is a valid Amari alpha (it was rejected as "not a Python float").
+    result = fit(p, family, divergence="amari_alpha", alpha=np.float32(0.5), **common)
+    assert bool(result.finite)
+    # A length-2 array raised NumPy's "Only scalar arrays..." without naming `alpha`.
+    with pytest.raises(ValueError, match="`alpha` must be a scalar"):
+        fit(p, family, divergence="amari_alpha", alpha=jnp.ones(2), **common)
+    # A NaN alpha silently skipped every step.
+    with pytest.raises(ValueError, match="`alpha` must be finite"):
+        fit(p, family, divergence="renyi", alpha=float("nan"), **common)
+    # evaluate accepted an integer as a key.
+    with pytest.raises(TypeError, match="`key`"):
+        evaluate(p, family, family.encode(loc=0.0, scale=1.0), divergence="reverse_kl",
+                 key=0, num_samples=8)
+    # A negative learning rate gave an optimiser that ascends.
+    with pytest.raises(ValueError, match="`learning_rate`"):
+        default_optimizer(10, -0.1)
+    default_optimizer(10, jnp.float32(0.1))  # a concrete array is still fine

@@ -198,3 +198,37 @@ def test_bad_inputs_raise():
                       distrax.MultivariateNormalDiag(jnp.ones(3), jnp.ones(3)))
     with pytest.raises(ValueError, match="bounds"):
         quadrature_kl(q, p, bounds=[[1.0, -1.0]])
+
+
+# ----------------------------------------------------------------------------------------
+# reference: "batch dimensions broadcast" failed under strict rank promotion when q and p
+# had different batch ranks.
+# ----------------------------------------------------------------------------------------
+
+
+def test_mixture_approximations_broadcast_batch_against_a_single_mixture():
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(4, 3))
+    q = mixtures.gaussian_mixture_1d(means, np.ones((4, 3)))
+    p = mixtures.gaussian_mixture_1d([0.0, 1.0], [1.0, 0.5])
+    batched = mixture_kl_approximations(q, p)
+    assert batched.upper.shape == (4,)
+    for i in range(4):
+        single = mixture_kl_approximations(mixtures.gaussian_mixture_1d(means[i], np.ones(3)), p)
+        for a, b in zip(batched, single, strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-6)
+    with pytest.raises(ValueError, match="batch shapes"):
+        mixture_kl_approximations(q, mixtures.gaussian_mixture_1d(np.zeros((3, 2)),
+                                                                  np.ones((3, 2))))
+
+
+def test_quadrature_tolerance_arguments_are_validated():
+    q, p = distrax.Normal(0.0, 1.0), distrax.Normal(1.0, 1.0)
+    with pytest.raises(ValueError, match="`rtol`"):
+        quadrature_kl(q, p, rtol=-1.0)
+    with pytest.raises(ValueError, match="`atol`"):
+        quadrature_kl(q, p, atol=float("nan"))
+    with pytest.raises(ValueError, match="`max_cells`"):
+        quadrature_kl(q, p, max_cells=0)
+    with pytest.raises(TypeError, match="`rtol`"):
+        reference_kl(q, p, rtol="tight")

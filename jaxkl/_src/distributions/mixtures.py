@@ -9,6 +9,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxkl._src import linalg
 from jaxkl._src.validation import (
@@ -141,7 +142,13 @@ def _check_means(means, name: str, min_rank: int) -> Array:
     return means
 
 
-def gaussian_mixture_1d(means, scales, *, weights=None, logits=None) -> distrax.MixtureSameFamily:
+def gaussian_mixture_1d(
+    means: ArrayLike,
+    scales: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    logits: ArrayLike | None = None,
+) -> distrax.MixtureSameFamily:
     r"""A univariate Gaussian mixture ``sum_k w_k N(mu_k, sigma_k^2)``.
 
     Args:
@@ -179,7 +186,11 @@ def gaussian_mixture_1d(means, scales, *, weights=None, logits=None) -> distrax.
 
 
 def gaussian_mixture_diag(
-    means, scales, *, weights=None, logits=None
+    means: ArrayLike,
+    scales: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    logits: ArrayLike | None = None,
 ) -> distrax.MixtureSameFamily:
     r"""A d-dimensional Gaussian mixture with diagonal covariances ``diag(scales_k**2)``.
 
@@ -245,7 +256,11 @@ def _check_covariances(covariances: Array) -> None:
 
 
 def gaussian_mixture_full(
-    means, covariances, *, weights=None, logits=None
+    means: ArrayLike,
+    covariances: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    logits: ArrayLike | None = None,
 ) -> distrax.MixtureSameFamily:
     r"""A d-dimensional Gaussian mixture with full covariances ``Sigma_k``.
 
@@ -304,7 +319,7 @@ def _gaussian_params(d, name: str) -> tuple[Array, Array, bool]:
     )
 
 
-def is_gaussian_mixture(d) -> bool:
+def is_gaussian_mixture(d: distrax.DistributionLike) -> bool:
     """True for distrax Gaussians and ``MixtureSameFamily`` of Gaussians.
 
     Example:
@@ -320,7 +335,7 @@ def is_gaussian_mixture(d) -> bool:
     return isinstance(d, (distrax.Normal, distrax.MultivariateNormalFromBijector))
 
 
-def mixture_params(d) -> tuple[MixtureParams, bool]:
+def mixture_params(d: distrax.DistributionLike) -> tuple[MixtureParams, bool]:
     """Reads a Gaussian or Gaussian mixture as arrays.
 
     Args:
@@ -345,7 +360,7 @@ def mixture_params(d) -> tuple[MixtureParams, bool]:
     return named_mixture_params(d, "d")
 
 
-def named_mixture_params(d, name: str) -> tuple[MixtureParams, bool]:
+def named_mixture_params(d: distrax.DistributionLike, name: str) -> tuple[MixtureParams, bool]:
     """:func:`mixture_params` whose ``TypeError`` names the caller's argument ``name``."""
     if isinstance(d, distrax.MixtureSameFamily):
         means, covariances, univariate = _gaussian_params(d.components_distribution, name)
@@ -358,7 +373,7 @@ def named_mixture_params(d, name: str) -> tuple[MixtureParams, bool]:
     return MixtureParams(log_weights, means, covariances), univariate
 
 
-def mixture_moments(d) -> MixtureMoments:
+def mixture_moments(d: distrax.DistributionLike) -> MixtureMoments:
     r"""Mean and covariance of a Gaussian mixture in closed form.
 
     .. math:: m = \sum_k w_k \mu_k, \quad

@@ -1,16 +1,17 @@
-"""Implementation of :mod:`jaxkl.fitting` (its module docstring has the overview)."""
+"""The objectives of :mod:`jaxkl.fitting`: targets and reparameterised draws, one loss per
+divergence (:func:`make_loss`) and its many-sample estimate (:func:`evaluate`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.typing import ArrayLike
 
 from jaxkl._src import numerics
 from jaxkl._src.distributions.families import Family, Params
@@ -27,6 +28,8 @@ from jaxkl._src.validation import (
 
 Array = jax.Array
 LossFn = Callable[[Params, Array], tuple[Array, Array]]
+# A target: a distribution, or (for the objectives that allow it) a log density x -> log p(x).
+Target = distrax.DistributionLike | Callable[[Array], Array]
 
 DIVERGENCES = (
     "reverse_kl",
@@ -52,56 +55,6 @@ _NEEDS_NORMALISED = ("reverse_kl_score_k3", "forward_kl", *_CSISZAR_OBJECTIVES)
 # a draw must fit XLA's 32-bit array indexing, and 2**31 float32 values are already 8 GiB.
 # (num_samples=2**40 attempted a 30 TB allocation; 2**63 failed inside MLIR.)
 MAX_DRAW_ELEMENTS = 2**31 - 1
-# lax.scan over steps and the loss history index steps with 32-bit integers.
-MAX_STEPS = 2**31 - 1
-
-
-class FitResult(NamedTuple):
-    """The outcome of :func:`fit` (a pytree: batched by ``vmap`` like any other).
-
-    Attributes:
-      params: the fitted unconstrained parameters (those of the last finite step).
-      losses: ``(num_steps,)`` history of the objective's estimate at each step's
-        parameters (before the update); NaN/inf where that estimate was not finite (a
-        step can also be skipped with a finite loss, when its gradient or update was not).
-      num_nonfinite_steps: how many steps had a non-finite loss, gradient or update; those
-        steps were skipped (parameters and optimiser state kept), so ``params`` stay
-        finite (``fit`` rejects non-finite concrete ``init_params``), but a non-zero count
-        means the fit needs attention.
-      family: the :class:`~jaxkl.families.Family` (static; no array leaves).
-    """
-
-    params: Params
-    losses: Array
-    num_nonfinite_steps: Array
-    family: Family
-
-    @property
-    def q(self) -> distrax.Distribution:
-        """The fitted distribution ``family.distribution(params)``."""
-        return self.family.distribution(self.params)
-
-    @property
-    def finite(self) -> Array:
-        """True when every step was finite (a boolean array, batched under ``vmap``)."""
-        return self.num_nonfinite_steps == 0
-
-
-class MultiStartResult(NamedTuple):
-    """The outcome of :func:`fit_multistart`.
-
-    Attributes:
-      best: the :class:`FitResult` of the start with the lowest score.
-      starts: every start's :class:`FitResult`, stacked along a leading axis.
-      scores: ``(num_starts,)`` many-sample estimates of the objective at each start's
-        fitted parameters (``inf`` for starts that were not finite).
-      best_index: the index of ``best`` in ``starts``.
-    """
-
-    best: FitResult
-    starts: FitResult
-    scores: Array
-    best_index: Array
 
 
 # ----------------------------------------------------------------------------------------
@@ -109,7 +62,7 @@ class MultiStartResult(NamedTuple):
 # ----------------------------------------------------------------------------------------
 
 
-def _compute(x: Array) -> Array:
+def at_least_float32(x: Array) -> Array:
     """float32 at least: log-densities in bf16 lose the differences the losses need."""
     return x.astype(compute_dtype(x))
 
@@ -182,12 +135,12 @@ def _reparameterised_draw(q: distrax.Distribution, key: Array, n: int) -> tuple[
         components = q.components_distribution
         x = _sample(components, key, n)  # (n, K, *event)
         num_components = x.shape[1]
-        log_w = jax.nn.log_softmax(_compute(q.mixture_distribution.logits), axis=-1)
+        log_w = jax.nn.log_softmax(at_least_float32(q.mixture_distribution.logits), axis=-1)
         log_w = jnp.broadcast_to(log_w - math.log(n), (n, num_components))
         x = x.reshape((n * num_components, *x.shape[2:]))
         return x, log_w.reshape(n * num_components)
     x = _sample(q, key, n)
-    return x, jnp.full((n,), -math.log(n), _compute(x).dtype)
+    return x, jnp.full((n,), -math.log(n), at_least_float32(x).dtype)
 
 
 def _weighted_mean(values: Array, log_w: Array) -> Array:
@@ -214,7 +167,7 @@ def _reverse_kl(log_p, family, n, *, stick_the_landing: bool) -> LossFn:
         q_for_density = (
             family.distribution(jax.lax.stop_gradient(params)) if stick_the_landing else q
         )
-        log_ratio = _compute(log_p(x)) - _compute(_log_prob(q_for_density, x))
+        log_ratio = at_least_float32(log_p(x)) - at_least_float32(_log_prob(q_for_density, x))
         value = _weighted_mean(-log_ratio, log_w)
         return value, value
 
@@ -229,8 +182,8 @@ def _reverse_kl_score(log_p, family, n, *, per_sample: Callable[[Array], Array])
     def loss(params, key):
         q = family.distribution(params)
         x = jax.lax.stop_gradient(_sample(q, key, n))
-        log_q = _compute(_log_prob(q, x))
-        values = per_sample(_compute(log_p(x)) - log_q)
+        log_q = at_least_float32(_log_prob(q, x))
+        values = per_sample(at_least_float32(log_p(x)) - log_q)
         # d/dtheta E_q[k(l_theta)] = E_q[k * grad log q] + E_q[grad_theta k]: the first
         # term with a leave-one-out baseline (Kool et al. 2019), the second because k3
         # depends on theta through log q (for k1 it has mean zero).
@@ -248,7 +201,7 @@ def _forward_kl_ml(p, family, n) -> LossFn:
         q = family.distribution(params)
         x = jax.lax.stop_gradient(_sample(p, key, n))
         # log p(x) has no gradient; it turns the cross-entropy into a KL estimate.
-        value = jnp.mean(_compute(_log_prob(p, x)) - _compute(_log_prob(q, x)))
+        value = jnp.mean(at_least_float32(_log_prob(p, x)) - at_least_float32(_log_prob(q, x)))
         return value, value
 
     return loss
@@ -258,8 +211,8 @@ def _forward_kl_snis(log_p, family, n) -> LossFn:
     def loss(params, key):
         q = family.distribution(params)
         x = jax.lax.stop_gradient(_sample(q, key, n))
-        log_q = _compute(_log_prob(q, x))
-        log_ratio = jax.lax.stop_gradient(_compute(log_p(x)) - log_q)
+        log_q = at_least_float32(_log_prob(q, x))
+        log_ratio = jax.lax.stop_gradient(at_least_float32(log_p(x)) - log_q)
         weights = jax.nn.softmax(log_ratio)
         # KL(p||q) = E_p[log p~ - log q] - log Z with E_p by SNIS and log Z by the log
         # mean ratio: the unknown normaliser of p cancels.
@@ -312,7 +265,7 @@ def _renyi(log_p, family, n, alpha) -> LossFn:
     def loss(params, key):
         q = family.distribution(params)
         x, log_w = _reparameterised_draw(q, key, n)
-        log_ratio = _compute(log_p(x)) - _compute(_log_prob(q, x))
+        log_ratio = at_least_float32(log_p(x)) - at_least_float32(_log_prob(q, x))
         value = _renyi_value(log_ratio, log_w, jnp.asarray(alpha, log_ratio.dtype))
         return value, value
 
@@ -324,7 +277,7 @@ def _csiszar_objective(log_p, family, n, kernel) -> LossFn:
     def loss(params, key):
         q = family.distribution(params)
         x, log_w = _reparameterised_draw(q, key, n)
-        log_ratio = _compute(log_p(x)) - _compute(_log_prob(q, x))
+        log_ratio = at_least_float32(log_p(x)) - at_least_float32(_log_prob(q, x))
         value = _weighted_mean(kernel(log_ratio), log_w)
         return value, value
 
@@ -385,7 +338,13 @@ def _check_draw_size(n: int, family: Family) -> None:
 
 
 def make_loss(
-    p, family: Family, *, divergence: str, num_samples: int, alpha=None, t=None
+    p: Target,
+    family: Family,
+    *,
+    divergence: str,
+    num_samples: int,
+    alpha: ArrayLike | None = None,
+    t: float | None = None,
 ) -> LossFn:
     r"""The stochastic objective that :func:`fit` minimises, for custom training loops.
 
@@ -460,6 +419,11 @@ def make_loss(
     alpha = _check_alpha(divergence, alpha)
     t = _check_t(divergence, t)
     _check_target(p, family, divergence)
+    return _objective(divergence, p, family, n, alpha=alpha, t=t)
+
+
+def _objective(divergence: str, p: Target, family: Family, n: int, *, alpha, t) -> LossFn:
+    """The loss of ``divergence`` (its arguments already checked)."""
     log_p = _log_density(p)
     if divergence in ("reverse_kl", "reverse_kl_stl"):
         return _reverse_kl(log_p, family, n, stick_the_landing=divergence == "reverse_kl_stl")
@@ -477,9 +441,16 @@ def make_loss(
 
 
 def evaluate(
-    p, family: Family, params: Params, *, divergence: str, key, num_samples: int, alpha=None,
-    t=None,
-) -> Array:
+    p: Target,
+    family: Family,
+    params: Params,
+    *,
+    divergence: str,
+    key: jax.Array,
+    num_samples: int,
+    alpha: ArrayLike | None = None,
+    t: float | None = None,
+) -> jax.Array:
     """A many-sample estimate of the objective at ``params`` (no gradient needed).
 
     With a fixed ``key``, different ``params`` are compared with common random numbers
@@ -509,255 +480,3 @@ def evaluate(
     loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha,
                      t=t)
     return loss(jax.lax.stop_gradient(params), check_key(key))[1]
-
-
-# ----------------------------------------------------------------------------------------
-# The optimisation loop
-# ----------------------------------------------------------------------------------------
-
-
-def default_optimizer(num_steps: int, learning_rate: float = 0.05) -> optax.GradientTransformation:
-    """Adam with a cosine decay to 1% of ``learning_rate`` over ``num_steps``.
-
-    The decay averages out the gradient noise at the end of a stochastic fit, where a
-    constant step size would leave the parameters fluctuating around the optimum.
-
-    Example:
-      >>> from jaxkl.fitting import default_optimizer
-      >>> optimizer = default_optimizer(100)
-    """
-    num_steps = _check_num_steps(num_steps)
-    if isinstance(learning_rate, (str, bytes, bool)) or jnp.ndim(learning_rate) != 0:
-        raise TypeError(f"`learning_rate` must be a scalar, got {learning_rate!r}.")
-    value = concrete_value(learning_rate)  # None when traced (e.g. vmapped over learning rates)
-    if value is not None and not (value > 0 and np.isfinite(value)):
-        raise ValueError(f"`learning_rate` must be positive and finite, got {value}.")
-    schedule = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.01)
-    return optax.adam(schedule)
-
-
-def _check_init_params(init_params, family: Family, key) -> Params:
-    expected = jax.eval_shape(family.init, key)
-    if jax.tree.structure(init_params) != jax.tree.structure(expected):
-        raise ValueError(
-            f"`init_params` must have the structure of {family.name}'s parameters "
-            f"{jax.tree.structure(expected)}, got {jax.tree.structure(init_params)}."
-        )
-    for (path, x), want in zip(
-        jax.tree_util.tree_leaves_with_path(init_params), jax.tree.leaves(expected), strict=True
-    ):
-        if jnp.shape(x) != want.shape:
-            raise ValueError(
-                f"`init_params{jax.tree_util.keystr(path)}` has shape {jnp.shape(x)}; "
-                f"{family.name} expects {want.shape}."
-            )
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(f"`init_params{jax.tree_util.keystr(path)}` must be floating.")
-        # A non-finite start would make every step non-finite, so every step would be
-        # skipped and the "fitted" parameters would be the non-finite start. Traced values
-        # (under vmap/jit) cannot be inspected.
-        value = concrete_value(x)
-        if value is not None and not np.all(np.isfinite(value)):
-            raise ValueError(
-                f"`init_params{jax.tree_util.keystr(path)}` must be finite, got {value}."
-            )
-    return jax.tree.map(_compute, jax.tree.map(jnp.asarray, init_params))
-
-
-def _check_num_steps(num_steps) -> int:
-    num_steps = check_positive_int(num_steps, "num_steps")
-    if num_steps > MAX_STEPS:
-        raise ValueError(
-            f"`num_steps` = {num_steps} exceeds {MAX_STEPS}: the compiled loop and its "
-            "loss history index steps with 32-bit integers."
-        )
-    return num_steps
-
-
-def _all_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.stack(leaves).all() if leaves else jnp.array(True)
-
-
-def fit(
-    p,
-    family: Family,
-    *,
-    divergence: str,
-    key,
-    num_steps: int,
-    num_samples: int,
-    optimizer: optax.GradientTransformation | None = None,
-    init_params: Params | None = None,
-    alpha=None,
-    t=None,
-) -> FitResult:
-    r"""Fits ``q = family.distribution(params)`` to ``p`` by stochastic optimisation.
-
-    .. math:: \theta^* = \arg\min_\theta D(q_\theta, p),
-
-    with ``D`` and its gradient estimator chosen by ``divergence`` (see
-    :func:`make_loss`), fresh samples at every step, and the whole loop of ``num_steps``
-    optimiser updates compiled as one ``lax.scan``. A step whose loss, gradient or
-    update is not finite is skipped and counted in ``num_nonfinite_steps`` (never a
-    silent NaN fit). ``fit`` is pure: ``jax.vmap`` it over ``key``, ``init_params``, or
-    the target ``p`` (a distrax distribution is a pytree), and ``jax.jit`` it with the
-    non-array arguments closed over.
-
-    Forward KL to a Gaussian family is moment matching (the fit converges to p's mean and
-    covariance); reverse KL is mode-seeking and has one local optimum per well separated
-    mode (Bishop, *Pattern Recognition and Machine Learning*, 2006, Sec. 10.1.2).
-
-    Args:
-      p: the target; a distrax distribution with batch shape ``()``, or a callable log
-        density for the objectives that allow it (see :func:`make_loss`).
-      family: the :class:`~jaxkl.families.Family` of q; its event shape must equal p's.
-      divergence: one of :data:`DIVERGENCES`.
-      key: a JAX PRNG key; split for the initialisation and for every step.
-      num_steps: optimiser steps.
-      num_samples: Monte Carlo samples per step (per component for mixture q with
-        reparameterised objectives).
-      optimizer: any ``optax.GradientTransformation`` (schedules included); default
-        :func:`default_optimizer` (Adam, learning rate 0.05 with cosine decay).
-      init_params: starting parameters (the structure of ``family.init``'s output);
-        default ``family.init`` with a key split from ``key``. Cast to float32 at least.
-      alpha: for ``"renyi"`` (may be traced, so ``vmap`` over it) and ``"amari_alpha"``.
-      t: for ``"t_power"`` (a finite Python number).
-
-    Returns:
-      A :class:`FitResult` with ``params``, ``.q``, ``losses`` and
-      ``num_nonfinite_steps``.
-
-    Raises:
-      ValueError, TypeError: bad divergence name, shapes, key, optimizer or parameters;
-        ``num_steps`` above :data:`MAX_STEPS` or ``num_samples`` whose draw per step
-        exceeds :data:`MAX_DRAW_ELEMENTS` values.
-
-    Example:
-      >>> import jax, distrax
-      >>> from jaxkl import families
-      >>> from jaxkl.fitting import fit
-      >>> p = distrax.Normal(2.0, 0.5)
-      >>> result = fit(p, families.gaussian(), divergence="reverse_kl",
-      ...              key=jax.random.key(0), num_steps=500, num_samples=32)
-      >>> round(float(result.q.mean()), 1), round(float(result.q.stddev()), 1)
-      (2.0, 0.5)
-    """
-    num_steps = _check_num_steps(num_steps)
-    loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha,
-                     t=t)
-    if optimizer is None:
-        optimizer = default_optimizer(num_steps)
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError("`optimizer` must be an optax.GradientTransformation, got "
-                        f"{type(optimizer).__name__}.")
-    key = check_key(key)
-    init_key, loop_key = jax.random.split(key)
-    if init_params is None:
-        params = jax.tree.map(_compute, family.init(init_key))
-    else:
-        params = _check_init_params(init_params, family, init_key)
-    with third_party_promotion():
-        opt_state = optimizer.init(params)
-    value_and_grad = jax.value_and_grad(loss, has_aux=True)
-
-    def step(carry, step_key):
-        params, opt_state, num_bad = carry
-        (surrogate, value), grads = value_and_grad(params, step_key)
-        # optax's transformations mix int32 step counts and float32 state (implicit
-        # promotion, which jaxkl's strict settings would reject inside them).
-        with third_party_promotion():
-            updates, new_opt_state = optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(value) & jnp.isfinite(surrogate) & _all_finite(grads)
-        ok = ok & _all_finite(new_params)
-        params, opt_state = jax.tree.map(
-            lambda new, old: jnp.where(ok, new, old), (new_params, new_opt_state),
-            (params, opt_state),
-        )
-        return (params, opt_state, num_bad + jnp.where(ok, 0, 1)), value
-
-    carry = (params, opt_state, jnp.zeros((), jnp.int32))
-    (params, _, num_bad), losses = jax.lax.scan(
-        step, carry, jax.random.split(loop_key, num_steps)
-    )
-    return FitResult(params, losses, num_bad, family)
-
-
-def fit_multistart(
-    p,
-    family: Family,
-    *,
-    divergence: str,
-    key,
-    num_starts: int,
-    num_steps: int,
-    num_samples: int,
-    optimizer: optax.GradientTransformation | None = None,
-    init_params: Params | None = None,
-    alpha=None,
-    t=None,
-    eval_num_samples: int = 4096,
-    eval_key=None,
-) -> MultiStartResult:
-    """Runs :func:`fit` from ``num_starts`` starts (vmapped) and keeps the best.
-
-    Non-convex objectives (reverse KL to a multimodal p) have several local optima; the
-    starts are judged by :func:`evaluate` with ``eval_num_samples`` samples and one
-    ``eval_key`` shared by all starts (common random numbers), so two starts that found
-    the same optimum score almost the same and a better optimum wins reliably. Starts
-    that were not finite score ``inf``.
-
-    Args:
-      p, family, divergence, num_steps, num_samples, optimizer, alpha, t: as in :func:`fit`.
-      key: a PRNG key, split into one key per start.
-      num_starts: how many starts.
-      init_params: optional starting parameters stacked along a leading axis of size
-        ``num_starts``; default ``family.init`` with each start's key.
-      eval_num_samples: samples for each start's score.
-      eval_key: the key for the scores; default derived from ``key``.
-
-    Returns:
-      A :class:`MultiStartResult` (``best``, ``starts``, ``scores``, ``best_index``).
-
-    Example:
-      >>> import jax, distrax
-      >>> from jaxkl import families
-      >>> from jaxkl.fitting import fit_multistart
-      >>> p = distrax.Normal(1.0, 2.0)
-      >>> out = fit_multistart(p, families.gaussian(), divergence="reverse_kl",
-      ...                      key=jax.random.key(0), num_starts=4, num_steps=300,
-      ...                      num_samples=16)
-      >>> out.scores.shape, round(float(out.best.q.mean()), 1)
-      ((4,), 1.0)
-    """
-    num_starts = check_positive_int(num_starts, "num_starts")
-    eval_num_samples = check_positive_int(eval_num_samples, "eval_num_samples")
-    key = check_key(key)
-    if eval_key is None:
-        key, eval_key = jax.random.split(key)
-    eval_key = check_key(eval_key)
-    start_keys = jax.random.split(key, num_starts)
-    if init_params is not None:
-        for x in jax.tree.leaves(init_params):
-            if jnp.ndim(x) == 0 or jnp.shape(x)[0] != num_starts:
-                raise ValueError(f"`init_params` leaves need a leading axis of size num_starts="
-                                 f"{num_starts}, got shape {jnp.shape(x)}.")
-
-    def one(start_key, start_params):
-        return fit(p, family, divergence=divergence, key=start_key, num_steps=num_steps,
-                   num_samples=num_samples, optimizer=optimizer, init_params=start_params,
-                   alpha=alpha, t=t)
-
-    starts = jax.vmap(one)(start_keys, init_params)
-
-    def score(params):
-        return evaluate(p, family, params, divergence=divergence, key=eval_key,
-                        num_samples=eval_num_samples, alpha=alpha, t=t)
-
-    # One compiled call rather than op-by-op dispatch when called eagerly.
-    scores = jax.jit(jax.vmap(score))(starts.params)
-    scores = jnp.where(starts.finite & jnp.isfinite(scores), scores, jnp.inf)
-    best_index = jnp.argmin(scores)
-    best = jax.tree.map(lambda x: x[best_index], starts)
-    return MultiStartResult(best, starts, scores, best_index)

@@ -1,0 +1,86 @@
+"""Closed-form KLs: :func:`exact_kl` (the distrax registry, pure JAX) and the float64
+analytic reference of :func:`jaxkl.reference.reference_kl`."""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import numpy as np
+
+from jaxkl._src.distributions.mixtures import is_gaussian_mixture
+from jaxkl._src.reference.inputs import float64_gaussians, to_float64
+from jaxkl._src.reference.result import ReferenceKL
+
+
+def exact_kl(q: distrax.DistributionLike, p: distrax.DistributionLike) -> jax.Array:
+    """KL(q||p) from the closed form registered in distrax (pure JAX, jittable).
+
+    Args:
+      q, p: distrax distributions.
+
+    Returns:
+      ``q.kl_divergence(p)`` in the distributions' dtype.
+
+    Raises:
+      ValueError: when distrax has no closed form for this pair of types; use
+        :func:`reference_kl` for quadrature, mixture bounds or Monte Carlo.
+
+    Reference: S. Kullback and R. A. Leibler, "On information and sufficiency", Ann. Math.
+    Statist. 22, 1951.
+
+    Example:
+      >>> import distrax
+      >>> from jaxkl.reference import exact_kl
+      >>> float(exact_kl(distrax.Normal(0.0, 1.0), distrax.Normal(1.0, 1.0)))
+      0.5
+    """
+    if not hasattr(q, "kl_divergence"):
+        raise ValueError(
+            f"`q` of type {type(q).__name__} is not a distrax distribution: no closed-form "
+            "KL; use jaxkl.reference_kl (quadrature, bounds or Monte Carlo)."
+        )
+    try:
+        return q.kl_divergence(p)
+    except NotImplementedError:
+        raise ValueError(
+            f"No closed-form KL(q||p) is registered for q of type {type(q).__name__} and p "
+            f"of type {type(p).__name__}; use jaxkl.reference_kl (quadrature, Gaussian-"
+            "mixture bounds or Monte Carlo)."
+        ) from None
+
+
+def _gaussian_kl(q, p) -> float:
+    """KL between two Gaussians in NumPy float64 (distrax keeps some float32 internals)."""
+    gq, gp = float64_gaussians(q), float64_gaussians(p)
+    mean_q, cov_q, mean_p, cov_p = gq.means[0], gq.covariances[0], gp.means[0], gp.covariances[0]
+    chol_p = np.linalg.cholesky(cov_p)
+    whitened = np.linalg.solve(chol_p, np.linalg.cholesky(cov_q))
+    delta = np.linalg.solve(chol_p, mean_p - mean_q)
+    logdet_ratio = np.linalg.slogdet(cov_p)[1] - np.linalg.slogdet(cov_q)[1]
+    return 0.5 * float(np.sum(whitened**2) + delta @ delta - len(delta) + logdet_ratio)
+
+
+def _is_gaussian(d) -> bool:
+    return is_gaussian_mixture(d) and not isinstance(d, distrax.MixtureSameFamily)
+
+
+def analytic_reference(
+    q: distrax.DistributionLike, p: distrax.DistributionLike
+) -> ReferenceKL:
+    """The closed-form KL in float64, with a rounding bound as its error."""
+    if _is_gaussian(q) and _is_gaussian(p):
+        value = _gaussian_kl(q, p)
+    else:
+        with jax.enable_x64(True):
+            value = float(exact_kl(to_float64(q), to_float64(p)))
+    # The closed forms subtract O(1) terms: a few float64 ulps of 1 + |value|.
+    return ReferenceKL(value, 64 * float(np.finfo(np.float64).eps) * (1 + abs(value)), "analytic")
+
+
+def has_analytic(q: distrax.DistributionLike, p: distrax.DistributionLike) -> bool:
+    """Whether distrax registers a closed-form KL for this pair."""
+    try:
+        exact_kl(q, p)
+    except ValueError:
+        return False
+    return True
