@@ -7,6 +7,7 @@ with the closed form within 5 standard errors of that mean.
 
 import functools
 import inspect
+import logging
 import math
 
 import distrax
@@ -663,3 +664,52 @@ def test_alpha_learning_rate_and_key_validation():
     with pytest.raises(ValueError, match="`learning_rate`"):
         default_optimizer(10, -0.1)
     default_optimizer(10, jnp.float32(0.1))  # a concrete array is still fine
+
+
+# ---- compiled once (issue 18) ------------------------------------------------------
+
+
+def _compilations(caplog, call) -> list[str]:
+    """The programs XLA compiled during ``call()`` (jax.log_compiles' records)."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+        call()
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+
+
+def test_repeated_plain_fits_reuse_the_compiled_loop(caplog):
+    """A second plain call with new keys, a new target of the same shapes and a family
+    built again with the same arguments compiles nothing; a new step count does (so the
+    counter can fail). Before, every call recompiled its lax.scan (about 0.5 s)."""
+
+    def run(seed, means, num_steps=50):
+        p = jaxkl.gaussian_mixture_1d(means, [0.5, 0.5], weights=[0.3, 0.7])
+        result = jaxkl.fit(p, F.gaussian(), divergence="reverse_kl",
+                           key=jax.random.key(seed), num_steps=num_steps, num_samples=16)
+        result.losses.block_until_ready()
+
+    run(0, [-2.0, 2.0])
+    assert _compilations(caplog, lambda: run(1, [-1.0, 3.0])) == []
+    assert any("fit_loop" in m for m in _compilations(caplog, lambda: run(1, [-1.0, 3.0], 60)))
+
+    options = FitOptions(divergence="reverse_kl", num_steps=30, num_samples=8)
+    p = jaxkl.gaussian_mixture_1d([-2.0, 2.0], [0.5, 0.5], weights=[0.3, 0.7])
+
+    def multistart(seed):
+        out = fit_multistart(p, F.gaussian(), key=jax.random.key(seed), num_starts=3,
+                             options=options)
+        out.scores.block_until_ready()
+
+    multistart(0)
+    assert _compilations(caplog, lambda: multistart(1)) == []
+
+
+def test_families_built_with_the_same_arguments_are_equal():
+    assert F.gaussian() == F.gaussian()
+    assert hash(F.full_covariance_gaussian(2)) == hash(F.full_covariance_gaussian(2))
+    assert F.gaussian_mixture(2, 3) == F.gaussian_mixture(2, 3)
+    assert F.gaussian() != F.gaussian(positivity="exp")
+    assert F.diagonal_gaussian(2) != F.diagonal_gaussian(3)
+    built = F.gaussian()
+    by_hand = F.Family("custom", (), built.init, built.distribution, built.encode)
+    assert by_hand == by_hand and by_hand != built

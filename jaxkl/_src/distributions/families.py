@@ -29,7 +29,7 @@ _POSITIVITY = ("softplus", "exp")
 
 
 @jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Family:
     """A parametric family of distributions q over an unconstrained parameter pytree.
 
@@ -40,6 +40,10 @@ class Family:
       distribution: ``distribution(params) -> distrax.Distribution``.
       encode: ``encode(**values) -> params``, the inverse of ``distribution`` on the
         distribution's natural values (see each constructor).
+      config: the constructor and its validated arguments (``None`` for a family built
+        by hand). Two families with the same ``config`` are equal and hash alike, so a
+        family built twice with the same arguments reuses compiled code (it is a static
+        argument under ``jit``); a hand-built family equals only itself.
     """
 
     name: str
@@ -47,6 +51,17 @@ class Family:
     init: Callable[[jax.Array], Params]
     distribution: Callable[[Params], distrax.Distribution]
     encode: Callable[..., Params]
+    config: tuple | None = None
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Family):
+            return NotImplemented
+        if self.config is None or other.config is None:
+            return self is other
+        return self.config == other.config
+
+    def __hash__(self) -> int:
+        return id(self) if self.config is None else hash(self.config)
 
     def __repr__(self) -> str:
         return f"Family({self.name})"
@@ -146,7 +161,8 @@ def gaussian(
         params = _float_params(params)
         return distrax.Normal(params["loc"], to_scale(params["raw_scale"]))
 
-    return Family(f"gaussian({positivity})", (), init, distribution, encode)
+    return Family(f"gaussian({positivity})", (), init, distribution, encode,
+                  config=("gaussian", positivity, loc_init_std, scale_init))
 
 
 def diagonal_gaussian(
@@ -199,7 +215,8 @@ def diagonal_gaussian(
         params = _float_params(params)
         return distrax.MultivariateNormalDiag(params["loc"], to_scale(params["raw_scale"]))
 
-    return Family(f"diagonal_gaussian(dim={dim}, {positivity})", (dim,), init, distribution, encode)
+    return Family(f"diagonal_gaussian(dim={dim}, {positivity})", (dim,), init, distribution,
+                  encode, config=("diagonal_gaussian", dim, positivity, loc_init_std, scale_init))
 
 
 def full_covariance_gaussian(
@@ -297,7 +314,8 @@ def full_covariance_gaussian(
         return MultivariateNormalTri(params["loc"], scale_tril)
 
     return Family(
-        f"full_covariance_gaussian(dim={dim}, {positivity})", (dim,), init, distribution, encode
+        f"full_covariance_gaussian(dim={dim}, {positivity})", (dim,), init, distribution, encode,
+        config=("full_covariance_gaussian", dim, positivity, loc_init_std, scale_init),
     )
 
 
@@ -383,7 +401,8 @@ def gaussian_mixture(
 
     event_shape = () if dim is None else (dim,)
     name = f"gaussian_mixture(K={num_components}, dim={dim}, {positivity})"
-    return Family(name, event_shape, init, distribution, encode)
+    config = ("gaussian_mixture", num_components, dim, positivity, loc_init_std, scale_init)
+    return Family(name, event_shape, init, distribution, encode, config=config)
 
 
 def _check_covariance(covariance):

@@ -3,6 +3,7 @@ updates that skips non-finite steps), its result and its options."""
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import distrax
@@ -13,7 +14,8 @@ import optax
 from jax.typing import ArrayLike
 
 from jaxkl._src.distributions.families import Family, Params
-from jaxkl._src.fitting.objectives import Target, at_least_float32, make_loss
+from jaxkl._src.fitting.objectives import Target, at_least_float32, check_objective, objective
+from jaxkl._src.montecarlo.engine import is_pytree
 from jaxkl._src.validation import (
     check_key,
     check_positive_int,
@@ -107,7 +109,9 @@ def default_optimizer(num_steps: int, learning_rate: float = 0.05) -> optax.Grad
     return optax.adam(schedule)
 
 
-def _check_init_params(init_params, family: Family, key) -> Params:
+def check_init_params(init_params, family: Family, key) -> Params:
+    """``init_params`` checked against ``family`` (structure, shapes, finite floats), in
+    float32 at least."""
     expected = jax.eval_shape(family.init, key)
     if jax.tree.structure(init_params) != jax.tree.structure(expected):
         raise ValueError(
@@ -150,9 +154,16 @@ def _all_finite(tree) -> Array:
     return jnp.stack(leaves).all() if leaves else jnp.array(True)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_default_optimizer(num_steps: int) -> optax.GradientTransformation:
+    # One object per step count, so that fit's compiled loop (keyed on the optimiser, a
+    # static argument) is reused by every call that leaves `optimizer` at its default.
+    return default_optimizer(num_steps)
+
+
 def _check_optimizer(optimizer, num_steps: int) -> optax.GradientTransformation:
     if optimizer is None:
-        return default_optimizer(num_steps)
+        return _cached_default_optimizer(num_steps)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError("`optimizer` must be an optax.GradientTransformation, got "
                         f"{type(optimizer).__name__}.")
@@ -248,15 +259,42 @@ def fit(
       >>> round(float(result.q.mean()), 1), round(float(result.q.stddev()), 1)
       (2.0, 0.5)
     """
+    static, traced_alpha = check_fit_arguments(
+        p, family, divergence=divergence, num_steps=num_steps, num_samples=num_samples,
+        optimizer=optimizer, alpha=alpha, t=t)
+    key = check_key(key)
+    if init_params is not None:
+        init_params = check_init_params(init_params, family, jax.random.split(key)[0])
+    return run_compiled(fit_loop, p, key, init_params, traced_alpha, **static)
+
+
+def check_fit_arguments(p: Target, family: Family, *, divergence: str, num_steps: int,
+                        num_samples: int, optimizer: optax.GradientTransformation | None,
+                        alpha: ArrayLike | None, t: float | None) -> tuple[dict, object]:
+    """fit's checks of everything but the key and the start: returns the static keyword
+    arguments of :func:`fit_loop` and the traced ``alpha`` (Renyi's may be traced, so
+    that fits vmap over it; the other divergences' parameters shape the compiled kernel
+    and are static)."""
     num_steps = _check_num_steps(num_steps)
-    loss = make_loss(p, family, divergence=divergence, num_samples=num_samples, alpha=alpha,
-                     t=t)
+    num_samples, alpha, t = check_objective(p, family, divergence=divergence,
+                                            num_samples=num_samples, alpha=alpha, t=t)
     optimizer = _check_optimizer(optimizer, num_steps)
-    init_key, loop_key = jax.random.split(check_key(key))
+    traced_alpha, static_alpha = (alpha, None) if divergence == "renyi" else (None, alpha)
+    static = dict(family=family, divergence=divergence, num_steps=num_steps,
+                  num_samples=num_samples, optimizer=optimizer, alpha=static_alpha, t=t)
+    return static, traced_alpha
+
+
+def fit_loop(p, key, init_params, traced_alpha, *, family, divergence, num_steps,
+              num_samples, optimizer, alpha, t) -> FitResult:
+    """fit's loop, its arguments checked: one ``lax.scan`` of optimiser steps."""
+    loss = objective(divergence, p, family, num_samples,
+                     alpha=traced_alpha if divergence == "renyi" else alpha, t=t)
+    init_key, loop_key = jax.random.split(key)
     if init_params is None:
         params = jax.tree.map(at_least_float32, family.init(init_key))
     else:
-        params = _check_init_params(init_params, family, init_key)
+        params = init_params
     with third_party_promotion():
         opt_state = optimizer.init(params)
     carry = (params, opt_state, jnp.zeros((), jnp.int32))
@@ -264,3 +302,35 @@ def fit(
         _finite_step(loss, optimizer), carry, jax.random.split(loop_key, num_steps)
     )
     return FitResult(params, losses, num_bad, family)
+
+
+@functools.cache
+def _jitted(fn, static_names: tuple[str, ...]):
+    return jax.jit(fn, static_argnames=static_names)
+
+
+@functools.cache
+def _target_as_keyword(fn):
+    def call(*args, target, **static):
+        return fn(target, *args, **static)
+
+    return call
+
+
+def run_compiled(fn, p, *args, **static):
+    """``fn(p, *args, **static)`` compiled once per static configuration and shapes.
+
+    A repeated plain call then reuses the compiled program (``jax.jit``'s cache), as
+    :func:`jaxkl.estimate` does. The target ``p`` is a traced argument when it is a pytree
+    (distrax distributions are, so new parameters of the same shapes reuse the program),
+    else a static argument hashed by identity (a log-density function); an object that is
+    neither is closed over and compiled for this call only.
+    """
+    names = tuple(static)
+    if is_pytree(p):
+        return _jitted(fn, names)(p, *args, **static)
+    try:
+        hash(p)
+    except TypeError:
+        return jax.jit(functools.partial(fn, p, **static))(*args)
+    return _jitted(_target_as_keyword(fn), ("target", *names))(*args, target=p, **static)

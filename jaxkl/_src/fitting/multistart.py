@@ -9,8 +9,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxkl._src.distributions.families import Family, Params
-from jaxkl._src.fitting.loop import FitOptions, FitResult, fit
-from jaxkl._src.fitting.objectives import Target, evaluate
+from jaxkl._src.fitting.loop import (
+    FitOptions,
+    FitResult,
+    check_fit_arguments,
+    check_init_params,
+    fit_loop,
+    run_compiled,
+)
+from jaxkl._src.fitting.objectives import Target, objective
 from jaxkl._src.validation import check_key, check_positive_int
 
 Array = jax.Array
@@ -85,28 +92,35 @@ def fit_multistart(
                         f"{type(options).__name__}.")
     num_starts = check_positive_int(num_starts, "num_starts")
     eval_num_samples = check_positive_int(eval_num_samples, "eval_num_samples")
+    static, traced_alpha = check_fit_arguments(p, family, **options._asdict())
     key = check_key(key)
     if eval_key is None:
         key, eval_key = jax.random.split(key)
     eval_key = check_key(eval_key)
     start_keys = jax.random.split(key, num_starts)
     _check_stacked(init_params, num_starts)
-
-    def one(start_key, start_params):
-        return fit(p, family, key=start_key, init_params=start_params, **options._asdict())
-
-    starts = jax.vmap(one)(start_keys, init_params)
-
-    def score(params):
-        return evaluate(p, family, params, divergence=options.divergence, key=eval_key,
-                        num_samples=eval_num_samples, alpha=options.alpha, t=options.t)
-
-    # One compiled call rather than op-by-op dispatch when called eagerly.
-    scores = jax.jit(jax.vmap(score))(starts.params)
+    if init_params is not None:
+        init_params = jax.vmap(lambda x: check_init_params(x, family, start_keys[0]))(
+            init_params)
+    starts, scores = run_compiled(_fit_starts, p, start_keys, init_params, eval_key,
+                                  traced_alpha, eval_num_samples=eval_num_samples, **static)
     scores = jnp.where(starts.finite & jnp.isfinite(scores), scores, jnp.inf)
     best_index = jnp.argmin(scores)
     best = jax.tree.map(lambda x: x[best_index], starts)
     return MultiStartResult(best, starts, scores, best_index)
+
+
+def _fit_starts(p, start_keys, init_params, eval_key, traced_alpha, *, eval_num_samples,
+                **static) -> tuple[FitResult, Array]:
+    """Every start's fit (vmapped) and its score on ``eval_key``'s common samples."""
+    starts = jax.vmap(lambda k, params: fit_loop(p, k, params, traced_alpha, **static))(
+        start_keys, init_params)
+    alpha = traced_alpha if static["divergence"] == "renyi" else static["alpha"]
+    loss = objective(static["divergence"], p, static["family"], eval_num_samples,
+                     alpha=alpha, t=static["t"])
+    scores = jax.vmap(lambda params: loss(jax.lax.stop_gradient(params), eval_key)[1])(
+        starts.params)
+    return starts, scores
 
 
 def _check_stacked(init_params: Params | None, num_starts: int) -> None:

@@ -411,6 +411,14 @@ def make_loss(
       >>> round(float(estimate), 1)  # KL(N(0,1) || N(1,1)) = 0.5
       0.5
     """
+    n, alpha, t = check_objective(p, family, divergence=divergence, num_samples=num_samples,
+                                  alpha=alpha, t=t)
+    return objective(divergence, p, family, n, alpha=alpha, t=t)
+
+
+def check_objective(p: Target, family: Family, *, divergence: str, num_samples: int,
+                    alpha: ArrayLike | None, t: float | None) -> tuple[int, object, object]:
+    """:func:`make_loss`'s argument checks; returns the checked ``(num_samples, alpha, t)``."""
     check_choice(divergence, "divergence", DIVERGENCES)
     if not isinstance(family, Family):
         raise TypeError(f"`family` must be a jaxkl.families.Family, got {type(family).__name__}.")
@@ -419,11 +427,11 @@ def make_loss(
     alpha = _check_alpha(divergence, alpha)
     t = _check_t(divergence, t)
     _check_target(p, family, divergence)
-    return _objective(divergence, p, family, n, alpha=alpha, t=t)
+    return n, alpha, t
 
 
-def _objective(divergence: str, p: Target, family: Family, n: int, *, alpha, t) -> LossFn:
-    """The loss of ``divergence`` (its arguments already checked)."""
+def objective(divergence: str, p: Target, family: Family, n: int, *, alpha, t) -> LossFn:
+    """The loss of ``divergence``, its arguments already checked (:func:`check_objective`)."""
     log_p = _log_density(p)
     if divergence in ("reverse_kl", "reverse_kl_stl"):
         return _reverse_kl(log_p, family, n, stick_the_landing=divergence == "reverse_kl_stl")
