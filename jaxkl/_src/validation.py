@@ -36,6 +36,23 @@ def check_float_array(x, name: str) -> jax.Array:
     return x
 
 
+def check_integer_array(x, name: str) -> jax.Array:
+    """Returns ``x`` as a JAX array, raising ``TypeError`` unless it has an integer dtype.
+
+    Token ids stored as floats or booleans are rejected rather than cast: a float id is
+    almost always a mix-up with log-probabilities upstream.
+    """
+    if x is None or isinstance(x, (bool, float)):
+        raise TypeError(f"`{name}` must be an array of integers, got {x!r}.")
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`{name}` must be an array of integers, got {type(x).__name__}.") from e
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"`{name}` must have an integer dtype, got {x.dtype}.")
+    return x
+
+
 def check_same_shape(arrays: Iterable[tuple[str, jax.Array]]) -> None:
     """Raises ``ValueError`` naming the arguments whose shapes differ."""
     arrays = list(arrays)

@@ -1,6 +1,8 @@
 """KL penalties for RL on language models: per-token estimates, aggregation, exact
 full-vocabulary KL and the GRPO objective.
 
+- :func:`token_logprobs`, :func:`entropy`, :func:`response_mask`: from a policy's logits
+  and sampled tokens to the log-probabilities, entropies and mask a loss needs.
 - :func:`token_kl`: the per-token KL(pi || pi_ref) estimate (k1, k2, k3, abs) with
   clamping and the gradient options (natural, straight-through, importance-weighted).
 - :func:`kl_penalized_rewards`: the KL placed in the reward (k1), whose score-function
@@ -29,6 +31,7 @@ from jaxkl._src.rl.grpo import (
     group_advantages,
     grpo_loss,
 )
+from jaxkl._src.rl.logits import entropy, response_mask, token_logprobs
 from jaxkl._src.rl.token_kl import (
     DEFAULT_LOG_RATIO_CLIP,
     ESTIMATORS,
@@ -54,11 +57,14 @@ __all__ = [
     "audit_categorical",
     "audit_sequence",
     "clipped_surrogate",
+    "entropy",
     "fixed_kl_controller",
     "full_kl",
     "group_advantages",
     "grpo_loss",
     "kl_penalized_rewards",
+    "response_mask",
     "tabular",
     "token_kl",
+    "token_logprobs",
 ]
