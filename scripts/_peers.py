@@ -414,37 +414,37 @@ def verl_get_response_mask(response_ids, eos_token: int | list[int]) -> Result:
 # --------------------------------------------------------------------------------------------------
 
 
-_TRL_CONFIGS: dict = {}
+_TRL_OUTPUT_DIR: list = []
 
 
 def trl_config(**kwargs: Any):
-    """A real ``trl.GRPOConfig`` (cached): TRL's own defaults and ``__post_init__`` (e.g.
+    """A real ``trl.GRPOConfig``: TRL's own defaults and ``__post_init__`` (e.g.
     ``scale_rewards=True`` -> ``"group"``, ``steps_per_generation`` from the accumulation steps).
 
     ``report_to="none"`` and ``use_cpu=True`` are added; ``output_dir`` is a temporary folder (never
-    written: nothing trains).
+    written: nothing trains). A new one per call (well under a millisecond): building a
+    ``TrainingArguments`` resets accelerate's process-wide state, which leaves an older config's
+    cached ``distributed_state`` and any ``Accelerator`` made before it unusable.
     """
     from trl import GRPOConfig
 
+    if not _TRL_OUTPUT_DIR:
+        _TRL_OUTPUT_DIR.append(tempfile.mkdtemp(prefix="trl-grpo-"))
     kwargs = dict(kwargs)
     kwargs.setdefault("report_to", "none")
     kwargs.setdefault("use_cpu", True)
-    key = repr(sorted(kwargs.items()))
-    if key not in _TRL_CONFIGS:
-        out = tempfile.mkdtemp(prefix="trl-grpo-")
-        _TRL_CONFIGS[key] = GRPOConfig(output_dir=out, **kwargs)
-    return _TRL_CONFIGS[key]
+    return GRPOConfig(output_dir=_TRL_OUTPUT_DIR[0], **kwargs)
 
 
 def _trl_accelerator():
-    """A fresh single-process CPU ``Accelerator``: building a ``GRPOConfig`` (a
-    ``TrainingArguments``) resets accelerate's shared state, so one made before it is unusable."""
+    """A single-process CPU ``Accelerator`` (gather / reduce are identities), made after the
+    config (see :func:`trl_config`)."""
     from accelerate import Accelerator
 
     return Accelerator(cpu=True)
 
 
-def _trl_trainer(args, *, gradient_accumulation_steps: int | None = None):
+def _trl_trainer(args):
     """A ``GRPOTrainer`` without its ``__init__`` (which needs a model, a tokenizer, a dataset).
 
     The attributes set here are the ones ``_compute_loss`` and ``_generate_and_score_completions``
@@ -493,9 +493,7 @@ def _trl_trainer(args, *, gradient_accumulation_steps: int | None = None):
     t._entropy_window_stats = None
     t.router_aux_loss_coef = 0.0
     t.aux_loss_enabled = False  # no MoE model here
-    t.current_gradient_accumulation_steps = (args.gradient_accumulation_steps
-                                             if gradient_accumulation_steps is None
-                                             else gradient_accumulation_steps)
+    t.current_gradient_accumulation_steps = args.gradient_accumulation_steps
     t.accelerator = _trl_accelerator()
     t.model = SimpleNamespace(training=True, is_gradient_checkpointing=False)
     t.ref_model = SimpleNamespace(training=False)  # the seam returns _seam_ref_logps for it
@@ -516,8 +514,7 @@ def _last_metrics(t) -> dict:
 
 def trl_grpo_loss(logprob, advantages, mask, old_logprob=None, ref_logprob=None, *,
                   dtype: str = "float32", num_items_in_batch: float | None = None,
-                  entropies=None, gradient_accumulation_steps: int | None = None,
-                  **config: Any) -> Result:
+                  entropies=None, **config: Any) -> Result:
     """``GRPOTrainer._compute_loss(model, inputs)`` (trl 1.16.0), the loss TRL's GRPO trains on.
 
     ``config`` are ``GRPOConfig`` fields (``beta``, ``epsilon``, ``epsilon_high``, ``delta``,
@@ -535,7 +532,7 @@ def trl_grpo_loss(logprob, advantages, mask, old_logprob=None, ref_logprob=None,
     import torch
 
     args = trl_config(**config)
-    t = _trl_trainer(args, gradient_accumulation_steps=gradient_accumulation_steps)
+    t = _trl_trainer(args)
     B, T = np.asarray(mask).shape
     lp = _tt(logprob, dtype, grad=True)
     ent = _tt(np.zeros((B, T)) if entropies is None else entropies, dtype)
@@ -558,6 +555,80 @@ def trl_grpo_loss(logprob, advantages, mask, old_logprob=None, ref_logprob=None,
     loss = t._compute_loss(t.model, inputs)
     (g,) = torch.autograd.grad(loss, lp)
     return Result(_tn(loss), _tn(g), _scalars(_last_metrics(t)))
+
+
+_TINY_HF: dict = {}
+
+
+def _tiny_hf_model():
+    """A 1-layer random Llama (vocabulary 16) and a word-level tokenizer, saved to a temporary
+    folder: enough for ``GRPOTrainer.__init__`` to run for real, without downloading anything."""
+    if "dir" not in _TINY_HF:
+        import transformers
+        from tokenizers import Tokenizer
+        from tokenizers.models import WordLevel
+        from tokenizers.pre_tokenizers import Whitespace
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        path = tempfile.mkdtemp(prefix="tiny-llama-")
+        words = ["<pad>", "<eos>", "<unk>"] + [f"t{i}" for i in range(13)]
+        tk = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+        tk.pre_tokenizer = Whitespace()
+        tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>",
+                                                   pad_token="<pad>", unk_token="<unk>")
+        cfg = transformers.LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32,
+                                       num_hidden_layers=1, num_attention_heads=2,
+                                       num_key_value_heads=2, max_position_embeddings=64,
+                                       eos_token_id=1, pad_token_id=0)
+        transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+        tok.save_pretrained(path)
+        _TINY_HF.update(dir=path, tokenizer=tok)
+    return _TINY_HF["dir"], _TINY_HF["tokenizer"]
+
+
+def trl_real_trainer_loss(logprob, advantages, mask, old_logprob=None, ref_logprob=None, *,
+                          dtype: str = "float32", num_items_in_batch: float | None = None,
+                          **config: Any) -> Result:
+    """:func:`trl_grpo_loss` on a REAL ``GRPOTrainer`` (its own ``__init__`` on a tiny random
+    Llama, :func:`_tiny_hf_model`), with only ``_get_per_token_logps_and_entropies`` replaced on
+    the instance. For checking that the minimal object of :func:`trl_grpo_loss` reads ``args`` as
+    TRL does; slower (a trainer per call, ~0.1 s). ``current_gradient_accumulation_steps`` is set to
+    ``args.gradient_accumulation_steps`` and the model put in training mode, as ``Trainer`` does
+    when training starts."""
+    import torch
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    path, tok = _tiny_hf_model()
+    config.setdefault("per_device_train_batch_size", config.get("num_generations", 8))
+    args = trl_config(**config)
+    trainer = GRPOTrainer(model=path, args=args, processing_class=tok,
+                          reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                          train_dataset=Dataset.from_dict({"prompt": ["t1 t2"] * 2}))
+    B, T = np.asarray(mask).shape
+    lp = _tt(logprob, dtype, grad=True)
+    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (lp, torch.zeros(B, T), None)
+    trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps
+    trainer.model.train()  # as Trainer's training loop does; _compute_loss reads model.training
+    m = torch.from_numpy(np.asarray(mask, bool)).long()
+    inputs = {
+        "prompt_ids": torch.ones(B, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(B, T, dtype=torch.long),
+        "completion_mask": m,
+        "advantages": torch.from_numpy(np.asarray(advantages, np.float32)),
+        "num_items_in_batch": torch.tensor(float(m.sum()) if num_items_in_batch is None
+                                           else float(num_items_in_batch)),
+    }
+    if old_logprob is not None:
+        inputs["old_per_token_logps"] = _tt(old_logprob, dtype)
+    if ref_logprob is not None:
+        inputs["ref_per_token_logps"] = _tt(ref_logprob, dtype)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    (g,) = torch.autograd.grad(loss, lp)
+    metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if v}
+    return Result(_tn(loss), _tn(g), _scalars(metrics))
 
 
 def trl_generate_and_score(completion_ids: list[list[int]], rewards, *, eos_token_id: int,

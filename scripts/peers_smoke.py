@@ -9,9 +9,11 @@ Run inside the peers' environment, from the repository root::
 It prints the installed versions, where each peer function lives (module, signature, file:line),
 what a CPU machine lacks (flash-attn, Triton, vLLM ...) and which fallback the peers take, then one
 row per call: adapter, case, dtype, group size, status, value and gradient shapes, a few values and
-the largest |gradient| on padded positions (0 expected). A call that raises prints its exception
-instead of stopping the run. Exit status 1 when a call failed that is not one of the peers' own
-documented refusals (EXPECTED below), else 0.
+the largest |gradient| on padded positions (0 expected), or for the cross-check rows ("==") the
+largest loss / gradient differences: verl's whole actor loss against its pieces, and
+trl_grpo_loss's minimal trainer object against a real GRPOTrainer built by its own __init__.
+A call that raises prints its exception instead of stopping the run. Exit status 1 when a call
+failed that is not one of the peers' own documented refusals (EXPECTED below), else 0.
 
 The batch: ``num_groups`` prompts x ``G`` completions, right-padded to ``T`` tokens with random
 lengths (one row full, one of length 1), log-probs ~ N(-1, 0.5), old = current + N(0, 0.1),
@@ -69,6 +71,30 @@ def make_batch(group_size: int, num_groups: int, T: int, seed: int) -> dict:
                 loss_mat=loss_mat, eos=eos, pad=pad, lengths=lengths)
 
 
+def same(a, b, tol: float):
+    """``a`` with the largest |loss| and |gradient| differences to ``b`` in ``extra``; raises
+    AssertionError when one exceeds ``tol`` (so the row reads FAIL with both numbers)."""
+    dv = float(np.max(np.abs(np.asarray(a.value, np.float64) - np.asarray(b.value, np.float64))))
+    dg = float(np.max(np.abs(np.asarray(a.grad, np.float64) - np.asarray(b.grad, np.float64))))
+    if not (dv <= tol and dg <= tol):
+        raise AssertionError(f"differs: |d loss| {dv:.3g}, |d grad| {dg:.3g} (tolerance {tol:g})")
+    return a._replace(extra={"|d loss|": dv, "|d grad|": dg})
+
+
+def verl_pieces(b: dict, coef: float):
+    """verl's GRPO actor loss composed from the pieces (float32): policy loss + coef * k3 loss, with
+    the global batch info ppo_loss sets for one mini-batch on one rank."""
+    m, lp, old, ref, adv = b["mask"], b["lp"], b["old"], b["ref"], b["adv"]
+    info = dict(dp_size=1, batch_num_tokens=int(m.sum()), global_batch_size=b["B"],
+                loss_scale_factor=None)
+    pg = P.verl_policy_loss(old, lp, adv, m, global_batch_info=info)
+    kl = P.verl_kl_penalty(lp, ref, "low_var_kl")
+    agg = P.verl_agg_loss(kl.value, m, "token-mean", batch_num_tokens=info["batch_num_tokens"],
+                          global_batch_size=b["B"])
+    grad = pg.grad + coef * agg.grad * kl.grad
+    return P.Result(np.float32(pg.value + coef * agg.value), grad, {})
+
+
 def cases(b: dict, dt: str):
     """(adapter, case, peer, thunk) for every call."""
     m, lp, old, ref, adv = b["mask"], b["lp"], b["old"], b["ref"], b["adv"]
@@ -105,6 +131,9 @@ def cases(b: dict, dt: str):
         lambda: P.verl_actor_loss(old, lp, adv, m, ref, dtype=dt, use_kl_loss=True,
                                   loss_agg_mode="seq-mean-token-sum-norm", entropy=np.abs(ref),
                                   entropy_coeff=0.01))
+    if dt == "float32":
+        add("verl_actor_loss", "== policy loss + 0.001 k3 (pieces)", "verl", lambda: same(
+            P.verl_actor_loss(old, lp, adv, m, ref, use_kl_loss=True), verl_pieces(b, 0.001), 1e-6))
     for name in ("grpo", "grpo_vectorized", "rloo", "rloo_vectorized", "opo", "grpo_passk"):
         add("verl_outcome_advantages", name, "verl",
             lambda n=name: P.verl_outcome_advantages(b["rewards"], m, b["G"], name=n))
@@ -131,6 +160,13 @@ def cases(b: dict, dt: str):
         use_bias_correction_kl=False))
     add("trl_grpo_loss", "dapo grad-accum 2, num_items 2x", "trl", lambda: P.trl_grpo_loss(
         lp, adv, m, old, dtype=dt, gradient_accumulation_steps=2, num_items_in_batch=2 * m.sum()))
+    # The minimal trainer object of trl_grpo_loss against a real GRPOTrainer (its own __init__).
+    for lt in P.TRL_LOSS_TYPES:
+        kw = dict(loss_type=lt, beta=0.04, epsilon_high=0.28, max_completion_length=b["T"],
+                  num_generations=b["G"], gradient_accumulation_steps=2)
+        add("trl_real_trainer_loss", f"{lt} == trl_grpo_loss", "trl", lambda kw=kw: same(
+            P.trl_real_trainer_loss(lp, adv, m, old, ref, dtype=dt, **kw),
+            P.trl_grpo_loss(lp, adv, m, old, ref, dtype=dt, **kw), 0.0))
     for kw in ({}, {"scale_rewards": "batch"}, {"scale_rewards": "none"},
                {"mask_truncated_completions": True}):
         case = " ".join(f"{k}={v}" for k, v in kw.items()) or "defaults (scale_rewards=group)"
@@ -276,8 +312,11 @@ def main(argv=None) -> int:
                 vs = "x".join(map(str, np.shape(res.value))) or "()"
                 gs = "-" if res.grad is None else ("x".join(map(str, res.grad.shape)) or "()")
                 gv = fmt(res.grad) if res.grad is not None else "-"
+                last = pad_grad(res, b["mask"])
+                if "|d loss|" in res.extra:  # a cross-check row: the differences instead
+                    last = f"d={res.extra['|d loss|']:.1e}/{res.extra['|d grad|']:.1e}"
                 print(f"{adapter:34s} {case:40.40s} {dt:8s} {G:2d} {'ok':6s} {vs:9s} {gs:9s} "
-                      f"{fmt(res.value):34.34s} {gv:34.34s} {pad_grad(res, b['mask'])}")
+                      f"{fmt(res.value):34.34s} {gv:34.34s} {last}")
     print(f"\n# {ok} ok, {len(refused)} refused by the peer (documented), {len(failed)} failed "
           f"in {time.time() - t0:.0f} s")
     for adapter, case, dt, G, msg in refused:
