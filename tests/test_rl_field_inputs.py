@@ -77,7 +77,7 @@ def test_importance_weighted_k3_off_policy_and_through_grpo_loss(dtype, jit):
     # The same through grpo_loss: zero advantages leave only beta * KL / #tokens.
     mask = jnp.ones((1, 3), bool)
     loss = lambda a: rl.grpo_loss(a, old[None], jnp.zeros(1, dtype), mask, ref_logprobs=ref[None],
-                                  kl_coef=0.5, kl_gradient="importance_weighted")[0]
+                                  kl_coef=0.5, kl=rl.KLConfig(gradient="importance_weighted"))[0]
     grad = _run(jax.grad(loss), jit, logp[None])
     np.testing.assert_allclose(np.asarray(grad[0], np.float64), 0.5 * want / 3, rtol=tol)
 
@@ -115,8 +115,9 @@ def test_value_clamped_token_has_zero_gradient_even_where_exp_overflows(dtype, j
     np.testing.assert_allclose(float(grad[1]), -dk, rtol=tol)
     # ... and through grpo_loss (natural KL gradient, zero advantages).
     loss = lambda a: rl.grpo_loss(a[None], a[None], jnp.zeros(1, dtype), jnp.ones((1, 2), bool),
-                                  ref_logprobs=ref[None], kl_coef=1.0, kl_estimator=estimator,
-                                  kl_log_ratio_clip=None, kl_value_clip=10.0)[0]
+                                  ref_logprobs=ref[None], kl_coef=1.0,
+                                  kl=rl.KLConfig(estimator, log_ratio_clip=None,
+                                                 value_clip=10.0))[0]
     grad = _run(jax.grad(loss), jit, logp)
     assert float(grad[0]) == 0.0 and np.isfinite(np.asarray(grad, np.float64)).all()
 

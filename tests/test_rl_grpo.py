@@ -90,11 +90,11 @@ def test_grpo_loss_matches_numpy_composition(aggregation):
     }[aggregation]
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     token_mean = lambda x: (x * m).sum() / m.sum()
-    np.testing.assert_allclose(float(metrics["kl"]), token_mean(k3), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["policy_loss"]), token_mean(surrogate), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["clip_fraction"]), token_mean(clipped), rtol=1e-6)
-    np.testing.assert_allclose(float(metrics["ratio_mean"]), token_mean(ratio), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["ratio_max"]), ratio[mask].max(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.kl), token_mean(k3), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.policy_loss), token_mean(surrogate), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.clip_fraction), token_mean(clipped), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ratio_mean), token_mean(ratio), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.ratio_max), ratio[mask].max(), rtol=1e-5)
 
 
 def test_grpo_loss_gradient_jit_and_masked_garbage():
@@ -104,10 +104,10 @@ def test_grpo_loss_gradient_jit_and_masked_garbage():
 
     def loss_fn(lp, coef):
         return rl.grpo_loss(lp, old_p, adv, mask, ref_logprobs=ref, kl_coef=coef,
-                            kl_gradient="straight_through")
+                            kl=rl.KLConfig(gradient="straight_through"))
 
     (loss, metrics), grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(poisoned, 0.1)
-    assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in metrics.values())
+    assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in metrics)
     assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~mask] == 0)
     # Closed form of the token-mean gradient: surrogate part plus beta * k2's gradient.
     adv_tok = np.broadcast_to(adv[:, None], logp.shape)
@@ -120,17 +120,17 @@ def test_grpo_loss_gradient_jit_and_masked_garbage():
 def test_grpo_loss_importance_weighted_kl_uses_old_logprobs():
     logp, old, ref, adv, mask = random_rollout(4)
     _, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
-                              kl_gradient="importance_weighted")
+                              kl=rl.KLConfig(gradient="importance_weighted"))
     lr = ref.astype(np.float64) - logp
     weighted = np.exp(logp.astype(np.float64) - old) * (np.expm1(lr) - lr)
-    np.testing.assert_allclose(float(metrics["kl"]), weighted[mask].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.kl), weighted[mask].mean(), rtol=1e-5)
 
 
 def test_grpo_loss_without_kl_and_errors():
     logp, old, ref, adv, mask = random_rollout(5)
     loss, metrics = rl.grpo_loss(logp, old, adv, mask)
-    assert float(metrics["kl"]) == 0.0
-    np.testing.assert_allclose(float(loss), float(metrics["policy_loss"]), rtol=1e-6)
+    assert float(metrics.kl) == 0.0
+    np.testing.assert_allclose(float(loss), float(metrics.policy_loss), rtol=1e-6)
     with pytest.raises(ValueError, match="`ref_logprobs`"):
         rl.grpo_loss(logp, old, adv, mask, kl_coef=0.1)
     with pytest.raises(ValueError, match="`advantages`"):
@@ -141,8 +141,8 @@ def test_grpo_loss_without_kl_and_errors():
         rl.grpo_loss(logp, old[:, :3], adv, mask)
     with pytest.raises(ValueError, match="`mode`"):
         rl.grpo_loss(logp, old, adv, mask, aggregation="mean")
-    with pytest.raises(ValueError, match="`estimator`"):
-        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl_estimator="k5")
+    with pytest.raises(ValueError, match="`kl.estimator`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl=rl.KLConfig("k5"))
 
 
 def python_adaptive_kl(coef, kls, target, horizon, n_steps, *, compounded=True):
