@@ -72,7 +72,7 @@ def tree_shape(logits: ArrayLike) -> tuple[int, int]:
     return vocab_size, length
 
 
-def init_logits(vocab_size: int, length: int, dtype=jnp.float32) -> Array:
+def init_logits(vocab_size: int, length: int, dtype: jax.typing.DTypeLike = jnp.float32) -> Array:
     """The uniform policy: a zero table ``[num_nodes(V, T), V]``.
 
     Example:
