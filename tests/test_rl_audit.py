@@ -444,3 +444,11 @@ def test_audit_categorical_with_a_minus_inf_logit_is_finite_and_exact(dtype, jit
     a = np.where(pi > 0, np.log(np.where(pi > 0, pi, 1)) + np.log(3), 0)
     np.testing.assert_allclose(np.asarray(st, np.float64), pi * (a - np.sum(pi * a)),
                                rtol=tol, atol=tol)
+
+
+def test_check_configs_gives_every_configuration_the_audits_clamps():
+    configs = audit.check_configs([("k1", "reward"), KLConfig("k3", value_clip=10.0)],
+                                  value_clip=10.0)
+    assert all(c.value_clip == 10.0 and c.log_ratio_clip == 20.0 for c in configs)
+    with pytest.raises(ValueError, match="`configs\\[0\\].value_clip`"):
+        audit.check_configs([KLConfig("k3", value_clip=5.0)], value_clip=10.0)

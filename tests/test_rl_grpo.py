@@ -421,3 +421,37 @@ def test_kl_coef_must_be_a_scalar():
     np.testing.assert_allclose(float(traced(0.1)),
                                float(rl.grpo_loss(logp, logp, jnp.ones(2), mask,
                                                   ref_logprobs=logp - 0.1, kl_coef=0.1)[0]))
+
+
+# ---- the KL options (KLConfig) and the metrics (GRPOMetrics) are typed
+
+
+def test_grpo_loss_kl_options_are_checked_naming_the_field():
+    logp, old, ref, adv, mask = random_rollout(6)
+    with pytest.raises(ValueError, match="`kl.gradient`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig(gradient="nope"))
+    with pytest.raises(ValueError, match="`kl.value_clip`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig(value_clip=-1.0))
+    with pytest.raises(ValueError, match="`kl.placement`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig("k1", "reward"))
+    with pytest.raises(TypeError, match="`kl`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl="k3")
+
+
+def test_grpo_loss_kl_config_matches_token_kl_and_metrics_are_a_named_tuple():
+    logp, old, ref, adv, mask = random_rollout(7)
+    config = rl.KLConfig("k2", gradient="straight_through", log_ratio_clip=None, value_clip=0.5)
+    _, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl=config)
+    assert isinstance(metrics, rl.GRPOMetrics)
+    assert metrics._fields == ("policy_loss", "kl", "clip_fraction", "ratio_mean", "ratio_max")
+    values = rl.token_kl(logp, ref, estimator="k2", gradient="straight_through",
+                         log_ratio_clip=None, value_clip=0.5)
+    np.testing.assert_allclose(float(metrics.kl), np.asarray(values)[mask].mean(), rtol=1e-6)
+    # The default is the former default of the separate arguments: k3, natural, clamp 20.
+    default = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1)[0]
+    explicit = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                            kl=rl.KLConfig("k3", "loss", "natural", 20.0, None))[0]
+    assert float(default) == float(explicit)

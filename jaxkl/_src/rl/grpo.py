@@ -314,9 +314,10 @@ def grpo_loss(
         )
     advantages = _check_advantages(advantages, logprobs.shape)
     low, high = _check_clip_range(clip_eps, clip_eps_high)
-    check_choice(aggregation, "mode", MODES)  # the name aggregate gives it (tests match it)
     if logprobs.ndim < 1:
-        raise ValueError("`values` must have a token axis (rank >= 1), got a scalar.")
+        raise ValueError("`logprobs` must have a token axis (rank >= 1), got a scalar.")
+    # Named `mode`, as aggregate (which it is passed to) names it; tests match that name.
+    check_choice(aggregation, "mode", MODES)
     normalizer = check_normalizer(normalizer, aggregation, logprobs.shape[-1])
     check_scalar(kl_coef, "kl_coef")
     # A concrete zero (a number, a NumPy or a 0-d JAX array) drops the KL term, and with
