@@ -86,7 +86,7 @@ def make_train(config, kl_config, ref, target):
             advantages = advantages[:, None] - beta * to_go
         value, _ = rl.grpo_loss(
             logp, old_logp, advantages, mask, ref_logprobs=ref_logp, kl_coef=coef,
-            kl_estimator=estimator or "k3", kl_gradient=gradient or "natural",
+            kl=rl.KLConfig(estimator or "k3", gradient=gradient or "natural"),
             clip_eps=config["clip_eps"],
         )
         return value

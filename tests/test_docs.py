@@ -16,9 +16,10 @@ from jaxkl import (
     sharding,
     stats,
 )
+from jaxkl.rl import audit, tabular
 
 MODULES = (jaxkl, estimators, stats, montecarlo, sharding, mixtures, families, reference, fitting,
-           rl)
+           rl, audit, tabular)
 
 
 def _public_functions():

@@ -1,5 +1,7 @@
 """jaxkl.rl.aggregate: the five reduction modes, masks with inf/NaN, empty masks."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,3 +163,71 @@ def test_empty_arrays_give_zero(shape, mode):
     loss = lambda v: rl.aggregate(v, jnp.zeros(shape, bool), mode=mode)
     assert float(loss(values)) == 0
     assert jax.grad(loss)(values).shape == shape
+
+
+# ==== jaxkl.rl at inputs from the field (issue 14, formerly tests/test_rl_field_inputs.py).
+# Each expected value comes from the definitions, independently of jaxkl: the gradient of
+# ``w * k(l)`` with respect to ``logprobs`` is ``w (k(l) - k'(l))`` (``-w l`` for k3), of
+# a straight-through token ``-l``, of a natural one ``-k'(l)``; a clamped token carries
+# no gradient (the documented choice). Values with an exponential are computed with
+# 50-digit ``decimal`` arithmetic (tests/_reference.py).
+
+DTYPES = [jnp.bfloat16, jnp.float32, jnp.float64]
+
+
+def _run(fn, jit, *args):
+    return (jax.jit(fn) if jit else fn)(*args)
+
+
+@pytest.fixture(params=DTYPES, ids=["bf16", "f32", "f64"])
+def dtype(request):
+    """bf16, f32 and f64 (under x64); tests that parametrize ``dtype`` override it."""
+    with jax.enable_x64(request.param == jnp.float64):
+        yield request.param
+
+ESTIMATORS = ["k1", "k2", "k3", "abs"]
+
+
+# ---- 5. masking in aggregate only ----
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("gradient", rl.GRADIENTS)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_mask_in_aggregate_only_keeps_nan_out_of_the_gradient(dtype, jit, gradient, estimator):
+    lp = jnp.array([[-0.5, -jnp.inf, -jnp.inf, jnp.nan]], dtype)
+    rf = jnp.array([[-0.7, -jnp.inf, -1.0, -1.0]], dtype)
+    m = jnp.array([[True, False, False, False]])
+    loss = lambda a: rl.aggregate(rl.token_kl(a, rf, estimator=estimator, gradient=gradient), m)
+    grad = np.asarray(_run(jax.grad(loss), jit, lp), np.float64)
+    l = float(np.asarray(rf, np.float64)[0, 0] - np.asarray(lp, np.float64)[0, 0])
+    k = {"k1": -l, "k2": l * l / 2, "k3": math.expm1(l) - l, "abs": abs(l)}[estimator]
+    dk = {"k1": -1.0, "k2": l, "k3": math.expm1(l), "abs": math.copysign(1.0, l)}[estimator]
+    want = {"natural": -dk, "straight_through": -l, "importance_weighted": k - dk}[gradient]
+    tol = {jnp.bfloat16: 2**-8, jnp.float32: 3e-7, jnp.float64: 1e-15}[dtype]
+    np.testing.assert_allclose(grad[0, 0], want, rtol=tol)
+    np.testing.assert_array_equal(grad[0, 1:], 0.0)
+
+
+def test_readme_rl_snippet_masks_safely():
+    """The README's path, token_kl without a mask then aggregate with one: [[0.181, 0]]."""
+    lp, rf = jnp.array([[-0.5, -jnp.inf]]), jnp.array([[-0.7, -jnp.inf]])
+    m = jnp.array([[True, False]])
+    grad = jax.grad(lambda a: rl.aggregate(rl.token_kl(a, rf), m))(lp)
+    np.testing.assert_allclose(np.asarray(grad), [[-math.expm1(-0.2), 0.0]], rtol=3e-7)
+
+
+# ---- the normalizer (review of jaxkl.rl, formerly tests/test_review_rlshard.py)
+
+
+def test_normalizer_must_be_a_positive_scalar():
+    """An array normalizer used to turn the scalar loss into an array."""
+    v, m = jnp.ones((2, 3)), jnp.ones((2, 3))
+    mode = "seq-mean-token-sum-norm"
+    with pytest.raises(ValueError, match="`normalizer`"):
+        rl.aggregate(v, m, mode=mode, normalizer=jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="`normalizer`"):
+        rl.aggregate(v, m, mode=mode, normalizer=np.float32(-1.0))
+    with pytest.raises(TypeError, match="`normalizer`"):
+        rl.aggregate(v, m, mode=mode, normalizer="4")
+    assert float(rl.aggregate(v, m, mode=mode, normalizer=np.int64(6))) == 0.5

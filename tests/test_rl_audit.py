@@ -377,3 +377,78 @@ def test_bad_inputs_raise_clear_errors():
         audit.audit_sequence(jnp.zeros((6, 2)), jnp.zeros((6, 2)))
     with pytest.raises(ValueError, match="`eos_token`"):
         audit.audit_sequence(table, table, eos_token=2)
+
+
+# ==== jaxkl.rl at inputs from the field (issue 14, formerly tests/test_rl_field_inputs.py).
+# Each expected value comes from the definitions, independently of jaxkl: the gradient of
+# ``w * k(l)`` with respect to ``logprobs`` is ``w (k(l) - k'(l))`` (``-w l`` for k3), of
+# a straight-through token ``-l``, of a natural one ``-k'(l)``; a clamped token carries
+# no gradient (the documented choice). Values with an exponential are computed with
+# 50-digit ``decimal`` arithmetic (tests/_reference.py).
+
+DTYPES = [jnp.bfloat16, jnp.float32, jnp.float64]
+
+
+def _run(fn, jit, *args):
+    return (jax.jit(fn) if jit else fn)(*args)
+
+
+@pytest.fixture(params=DTYPES, ids=["bf16", "f32", "f64"])
+def dtype(request):
+    """bf16, f32 and f64 (under x64); tests that parametrize ``dtype`` override it."""
+    with jax.enable_x64(request.param == jnp.float64):
+        yield request.param
+
+
+# ---- 4. audit_categorical with a -inf logit ----
+
+
+def _numpy_audit(logits, ref_logits, config):
+    """Exact expected gradient of one configuration, from the definitions, in float64."""
+    log_pi = logits - np.log(np.sum(np.exp(logits)))
+    log_ref = ref_logits - np.log(np.sum(np.exp(ref_logits)))
+    pi = np.exp(log_pi)
+    k = {"k1": lambda l: -l, "k2": lambda l: l * l / 2, "k3": lambda l: np.expm1(l) - l,
+         "abs": np.abs}[config.estimator]
+    dk = {"k1": lambda l: -np.ones_like(l), "k2": lambda l: l, "k3": np.expm1,
+          "abs": np.sign}[config.estimator]
+    grad = np.zeros_like(logits)
+    for y in np.flatnonzero(pi > 0):  # a token pi cannot sample has weight 0
+        l = np.clip(log_ref[y] - log_pi[y], -20, 20)
+        if config.placement == "reward":
+            d_logp = k(l)  # sg(K) grad log pi; on-policy pi / pi_old has the same gradient
+        elif config.gradient == "natural":
+            d_logp = -dk(l)
+        elif config.gradient == "straight_through":
+            d_logp = -l
+        else:
+            d_logp = k(l) - dk(l)  # w = 1 on-policy
+        grad += pi[y] * d_logp * (np.eye(len(logits))[y] - pi)
+    return grad
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_audit_categorical_with_a_minus_inf_logit_is_finite_and_exact(dtype, jit):
+    logits = jnp.array([0.0, -jnp.inf, 1.0], dtype)
+    out = _run(lambda a, b: audit.audit_categorical(a, b), jit, logits, jnp.zeros(3, dtype))
+    assert np.isfinite(np.asarray(out.gradients)).all()
+    tol = {jnp.bfloat16: 1e-6, jnp.float32: 1e-6, jnp.float64: 1e-14}[dtype]
+    logits64, zeros = np.array([0.0, -np.inf, 1.0]), np.zeros(3)
+    for config, got in zip(audit.CONFIGS, out.gradients, strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float64),
+                                   _numpy_audit(logits64, zeros, config), rtol=tol, atol=tol,
+                                   err_msg=config.name)
+    # k2 straight-through is the reverse-KL gradient pi (a - KL) = [-0.197, 0, 0.197].
+    st = out.gradients[audit.CONFIGS.index(audit.KLConfig("k2", "loss", "straight_through"))]
+    pi = np.exp(logits64 - np.log(np.sum(np.exp(logits64))))
+    a = np.where(pi > 0, np.log(np.where(pi > 0, pi, 1)) + np.log(3), 0)
+    np.testing.assert_allclose(np.asarray(st, np.float64), pi * (a - np.sum(pi * a)),
+                               rtol=tol, atol=tol)
+
+
+def test_check_configs_gives_every_configuration_the_audits_clamps():
+    configs = audit.check_configs([("k1", "reward"), KLConfig("k3", value_clip=10.0)],
+                                  value_clip=10.0)
+    assert all(c.value_clip == 10.0 and c.log_ratio_clip == 20.0 for c in configs)
+    with pytest.raises(ValueError, match="`configs\\[0\\].value_clip`"):
+        audit.check_configs([KLConfig("k3", value_clip=5.0)], value_clip=10.0)

@@ -1,11 +1,14 @@
 """GRPO pieces: group advantages, clipped surrogate, grpo_loss, KL controllers."""
 
 import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxkl import rl
 
@@ -90,11 +93,11 @@ def test_grpo_loss_matches_numpy_composition(aggregation):
     }[aggregation]
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     token_mean = lambda x: (x * m).sum() / m.sum()
-    np.testing.assert_allclose(float(metrics["kl"]), token_mean(k3), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["policy_loss"]), token_mean(surrogate), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["clip_fraction"]), token_mean(clipped), rtol=1e-6)
-    np.testing.assert_allclose(float(metrics["ratio_mean"]), token_mean(ratio), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["ratio_max"]), ratio[mask].max(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.kl), token_mean(k3), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.policy_loss), token_mean(surrogate), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.clip_fraction), token_mean(clipped), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ratio_mean), token_mean(ratio), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.ratio_max), ratio[mask].max(), rtol=1e-5)
 
 
 def test_grpo_loss_gradient_jit_and_masked_garbage():
@@ -104,10 +107,10 @@ def test_grpo_loss_gradient_jit_and_masked_garbage():
 
     def loss_fn(lp, coef):
         return rl.grpo_loss(lp, old_p, adv, mask, ref_logprobs=ref, kl_coef=coef,
-                            kl_gradient="straight_through")
+                            kl=rl.KLConfig(gradient="straight_through"))
 
     (loss, metrics), grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(poisoned, 0.1)
-    assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in metrics.values())
+    assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in metrics)
     assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~mask] == 0)
     # Closed form of the token-mean gradient: surrogate part plus beta * k2's gradient.
     adv_tok = np.broadcast_to(adv[:, None], logp.shape)
@@ -120,17 +123,17 @@ def test_grpo_loss_gradient_jit_and_masked_garbage():
 def test_grpo_loss_importance_weighted_kl_uses_old_logprobs():
     logp, old, ref, adv, mask = random_rollout(4)
     _, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
-                              kl_gradient="importance_weighted")
+                              kl=rl.KLConfig(gradient="importance_weighted"))
     lr = ref.astype(np.float64) - logp
     weighted = np.exp(logp.astype(np.float64) - old) * (np.expm1(lr) - lr)
-    np.testing.assert_allclose(float(metrics["kl"]), weighted[mask].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.kl), weighted[mask].mean(), rtol=1e-5)
 
 
 def test_grpo_loss_without_kl_and_errors():
     logp, old, ref, adv, mask = random_rollout(5)
     loss, metrics = rl.grpo_loss(logp, old, adv, mask)
-    assert float(metrics["kl"]) == 0.0
-    np.testing.assert_allclose(float(loss), float(metrics["policy_loss"]), rtol=1e-6)
+    assert float(metrics.kl) == 0.0
+    np.testing.assert_allclose(float(loss), float(metrics.policy_loss), rtol=1e-6)
     with pytest.raises(ValueError, match="`ref_logprobs`"):
         rl.grpo_loss(logp, old, adv, mask, kl_coef=0.1)
     with pytest.raises(ValueError, match="`advantages`"):
@@ -141,8 +144,8 @@ def test_grpo_loss_without_kl_and_errors():
         rl.grpo_loss(logp, old[:, :3], adv, mask)
     with pytest.raises(ValueError, match="`mode`"):
         rl.grpo_loss(logp, old, adv, mask, aggregation="mean")
-    with pytest.raises(ValueError, match="`estimator`"):
-        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl_estimator="k5")
+    with pytest.raises(ValueError, match="`kl.estimator`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl=rl.KLConfig("k5"))
 
 
 def python_adaptive_kl(coef, kls, target, horizon, n_steps, *, compounded=True):
@@ -186,3 +189,269 @@ def test_fixed_controller_and_bad_arguments():
         rl.adaptive_kl_controller(0.1, target=0.1, horizon=-5)
     with pytest.raises(ValueError, match="`coef`"):
         rl.fixed_kl_controller(-1.0)
+
+
+# ==== The KL controller stays positive and can recover; advantages of any magnitude
+# (issue 15, formerly tests/test_rl_grpo_robust.py).
+
+# ----------------------------------------------------------------------------------------
+# Adaptive KL controller.
+
+
+def test_issue_inputs_stay_positive():
+    # Before: coef -1.9 (n_steps=1000) and exactly 0 (n_steps=50), never to recover.
+    ctrl = rl.adaptive_kl_controller(0.1, target=1.0, horizon=10)
+    for n_steps in (50, 1000):
+        state = ctrl.update(ctrl.init(), 0.0, n_steps=n_steps)
+        expected = 0.1 * math.exp(-0.2 * n_steps / 10)
+        np.testing.assert_allclose(float(state.coef), expected, rtol=1e-6)
+        # A KL above the target raises it again.
+        assert float(ctrl.update(state, 2.0, n_steps=n_steps).coef) > float(state.coef)
+
+
+_KL = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                st.sampled_from([0.0, -1.0, 1e30, float("inf"), float("nan")]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(init_coef=st.floats(1e-6, 1e3), target=st.floats(1e-3, 1e2),
+       horizon=st.floats(1.0, 1e5), max_error=st.floats(0.01, 2.0),
+       history=st.lists(st.tuples(_KL, st.integers(0, 10**9)), max_size=25))
+def test_coefficient_stays_positive_and_can_always_recover(init_coef, target, horizon,
+                                                           max_error, history):
+    ctrl = rl.adaptive_kl_controller(init_coef, target=target, horizon=horizon,
+                                     max_error=max_error)
+    state = ctrl.init()
+    for kl, n_steps in history:
+        previous = float(state.coef)
+        state = ctrl.update(state, kl, n_steps=n_steps)
+        coef = float(state.coef)
+        assert state.coef.dtype == jnp.float32
+        assert 0 < coef < math.inf
+        if math.isnan(kl):
+            assert coef == previous
+    # Recovery: a KL above the target by more than max_error, 5 / max_error horizons at a
+    # time, multiplies the coefficient by e^5 (up to the float32 maximum) until it is back
+    # above where it started, from wherever the history left it.
+    span = math.log(float(np.finfo(np.float32).max)) - math.log(float(np.finfo(np.float32).tiny))
+    n_steps = math.ceil(5 * horizon / max_error)
+    for _ in range(math.ceil(span / 5) + 1):
+        before = float(state.coef)
+        state = ctrl.update(state, target * (2 + max_error), n_steps=n_steps)
+        assert float(state.coef) > before or before == np.finfo(np.float32).max
+        if float(state.coef) >= np.float32(init_coef):
+            break
+    assert float(state.coef) >= np.float32(init_coef)
+
+
+def test_controller_under_jit_scan_and_x64(x64):
+    ctrl = rl.adaptive_kl_controller(0.5, target=1.0, horizon=4)
+
+    def step(state, kl):
+        state = ctrl.update(state, kl, n_steps=100)
+        return state, state.coef
+
+    kls = jnp.array([0.0, 0.0, jnp.nan, 5.0, 5.0])
+    _, coefs = jax.jit(lambda s: jax.lax.scan(step, s, kls))(ctrl.init())
+    assert coefs.dtype == jnp.float32
+    expected, coef = [], 0.5
+    for kl in np.asarray(kls):
+        if not np.isnan(kl):
+            coef = max(coef * math.exp(min(max(kl - 1, -0.2), 0.2) * 25),
+                       float(np.finfo(np.float32).tiny))
+        expected.append(coef)
+    np.testing.assert_allclose(np.asarray(coefs), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda c, s: c.update(s, jnp.array([0.1, 0.2])), "`current_kl`"),
+    (lambda c, s: c.update(s, "high"), "`current_kl`"),
+    (lambda c, s: c.update(s, 0.1, n_steps=jnp.array([1, 2])), "`n_steps`"),
+    (lambda c, s: c.update(s, 0.1, n_steps=-1), "`n_steps`"),
+])
+def test_controller_update_rejects_bad_arguments(call, match):
+    ctrl = rl.adaptive_kl_controller(0.1, target=1.0, horizon=10)
+    with pytest.raises((TypeError, ValueError), match=match):
+        call(ctrl, ctrl.init())
+
+
+# ----------------------------------------------------------------------------------------
+# Group advantages of any magnitude.
+
+
+def _advantages_exact(group, eps):
+    """(r - mean) / (std_ddof1 + eps) in exact rational arithmetic (sqrt in float64)."""
+    values = [Fraction(float(v)) for v in group]
+    mean = sum(values) / len(values)
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    std = math.sqrt(variance) if variance else 0.0
+    if variance == 0:
+        return [0.0] * len(values)
+    return [float(v - mean) / (std + eps) for v in values]
+
+
+@pytest.mark.parametrize("dtype, big", [(jnp.float32, 1e20), (jnp.float32, 3e38),
+                                        (jnp.bfloat16, 1e20), (jnp.float64, 1e200)])
+def test_huge_rewards_give_the_closed_form(dtype, big):
+    if dtype == jnp.float64:
+        jax.config.update("jax_enable_x64", True)
+    try:
+        rewards = jnp.array([[big, -big, 0.0, 0.0]], dtype)
+        adv = rl.group_advantages(rewards)
+        # Before: [0, 0, 0, 0] (the variance overflowed). Closed form: +-sqrt(3/2), 0, 0.
+        np.testing.assert_allclose(np.asarray(adv, np.float64),
+                                   [[math.sqrt(1.5), -math.sqrt(1.5), 0.0, 0.0]], rtol=1e-6)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_advantages_match_exact_arithmetic_across_scales():
+    rng = np.random.default_rng(0)
+    for scale in (1e-30, 1e-6, 1.0, 1e6, 1e18, 1e30, 1e37):
+        rewards = (rng.normal(size=(6, 5)) * scale).astype(np.float32)
+        for eps in (0.0, 1e-6):
+            got = np.asarray(rl.group_advantages(rewards, eps=eps), np.float64)
+            want = np.array([_advantages_exact(g, eps) for g in rewards])
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6 * np.max(np.abs(want)))
+        centered = np.asarray(rl.group_advantages(rewards, normalize_std=False), np.float64)
+        want = rewards.astype(np.float64) - rewards.astype(np.float64).mean(-1, keepdims=True)
+        np.testing.assert_allclose(centered, want, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_scaled_advantages_jit_vmap_and_grad():
+    rewards = jnp.array([[1e20, -1e20, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    eager = rl.group_advantages(rewards)
+    # jit fuses the scaling differently: the same values up to float32 rounding.
+    for transformed in (jax.jit(rl.group_advantages), jax.vmap(rl.group_advantages)):
+        np.testing.assert_allclose(np.asarray(transformed(rewards)), np.asarray(eager),
+                                   rtol=1e-6, atol=1e-7)
+    weights = jnp.broadcast_to(jnp.arange(4.0), rewards.shape)
+    grad = jax.grad(lambda r: jnp.sum(rl.group_advantages(r) * weights))(rewards)
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    assert np.all(np.asarray(grad[1]) == 0)  # constant group: zero advantage, zero gradient
+
+
+# ==== Regressions from the review of jaxkl.rl (formerly tests/test_review_rlshard.py):
+# constant groups, controller dtypes and validation, scalar coefficients.
+
+# ---- group_advantages: constant groups
+
+
+@pytest.mark.parametrize("value", [0.1, 0.2, 0.7, 1 / 3])
+@pytest.mark.parametrize("group_size", [3, 7, 16])
+def test_constant_group_gets_exactly_zero_advantage(value, group_size):
+    """sum/G of G equal float32 rewards need not round back to the reward: the residual
+    (~1e-8) divided by the equally tiny std used to give advantages of ~0.1."""
+    rewards = jnp.full((2, group_size), value, jnp.float32).at[1, 0].set(value + 1.0)
+    for normalize_std in (True, False):
+        adv = np.asarray(rl.group_advantages(rewards, normalize_std=normalize_std))
+        np.testing.assert_array_equal(adv[0], 0)
+        assert np.all(adv[1] != 0)
+
+
+def test_constant_group_with_zero_eps_is_zero_not_nan_and_gradient_is_finite():
+    rewards = jnp.array([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(np.asarray(rl.group_advantages(rewards, eps=0.0)[0]), 0)
+    np.testing.assert_allclose(np.asarray(rl.group_advantages(rewards, eps=0.0)[1]),
+                               [-1, 0, 1], rtol=1e-6)
+    grad = jax.grad(lambda r: (rl.group_advantages(r) * jnp.arange(3.0)[None]).sum())(rewards)
+    assert np.all(np.isfinite(np.asarray(grad)))
+    np.testing.assert_array_equal(np.asarray(grad[0]), 0)
+
+
+def test_group_advantages_rejects_bad_eps():
+    with pytest.raises(ValueError, match="`eps`"):
+        rl.group_advantages(jnp.zeros((2, 3)), eps=-1e-6)
+    with pytest.raises(ValueError, match="`eps`"):
+        rl.group_advantages(jnp.zeros((2, 3)), eps=float("nan"))
+    with pytest.raises(TypeError, match="`eps`"):
+        rl.group_advantages(jnp.zeros((2, 3)), eps="1e-6")
+
+
+# ---- KL controllers
+
+
+def test_adaptive_controller_keeps_its_dtype_under_x64_scan(x64):
+    """A float64 KL used to promote the float32 coefficient: lax.scan then rejected the
+    carry (float32 in, float64 out)."""
+    ctrl = rl.adaptive_kl_controller(0.2, target=0.1, horizon=1000)
+    kls = jnp.asarray([0.05, 0.5, 0.1], jnp.float64)
+    final, coefs = jax.lax.scan(lambda s, kl: (ctrl.update(s, kl, n_steps=64),) * 2,
+                                ctrl.init(), kls)
+    assert final.coef.dtype == jnp.float32
+    expected, coef = [], 0.2
+    for kl in np.asarray(kls):
+        coef *= math.exp(min(max(kl / 0.1 - 1, -0.2), 0.2) * 64 / 1000)  # compounded rule
+        expected.append(coef)
+    np.testing.assert_allclose(np.asarray(coefs.coef), expected, rtol=1e-6)
+
+
+def test_fixed_controller_validation():
+    np.testing.assert_allclose(float(rl.fixed_kl_controller(np.float32(0.04)).init().coef),
+                               0.04, rtol=1e-7)
+    assert float(rl.fixed_kl_controller(0).init().coef) == 0.0
+    with pytest.raises(ValueError, match="`coef`"):
+        rl.fixed_kl_controller(float("nan"))
+    with pytest.raises(ValueError, match="`coef`"):
+        rl.fixed_kl_controller(-0.1)
+    with pytest.raises(TypeError, match="`coef`"):
+        rl.fixed_kl_controller("0.1")
+
+
+# ---- silent broadcasting of coefficients
+
+
+def test_kl_coef_must_be_a_scalar():
+    """A [T] coefficient used to broadcast against the per-token values without error."""
+    logp = jnp.zeros((2, 3))
+    mask = jnp.ones((2, 3), bool)
+    with pytest.raises(ValueError, match="`kl_coef`"):
+        rl.grpo_loss(logp, logp, jnp.ones(2), mask, ref_logprobs=logp - 0.1,
+                     kl_coef=jnp.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="`kl_coef`"):
+        rl.kl_penalized_rewards(jnp.ones(2), logp, logp - 0.1, mask,
+                                kl_coef=np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(TypeError, match="`kl_coef`"):
+        rl.grpo_loss(logp, logp, jnp.ones(2), mask, ref_logprobs=logp, kl_coef="0.1")
+    # Scalars (Python, NumPy, 0-d and traced) are fine.
+    for coef in (0.1, np.float32(0.1), jnp.asarray(0.1)):
+        rl.grpo_loss(logp, logp, jnp.ones(2), mask, ref_logprobs=logp - 0.1, kl_coef=coef)
+    traced = jax.jit(lambda c: rl.grpo_loss(logp, logp, jnp.ones(2), mask,
+                                            ref_logprobs=logp - 0.1, kl_coef=c)[0])
+    np.testing.assert_allclose(float(traced(0.1)),
+                               float(rl.grpo_loss(logp, logp, jnp.ones(2), mask,
+                                                  ref_logprobs=logp - 0.1, kl_coef=0.1)[0]))
+
+
+# ---- the KL options (KLConfig) and the metrics (GRPOMetrics) are typed
+
+
+def test_grpo_loss_kl_options_are_checked_naming_the_field():
+    logp, old, ref, adv, mask = random_rollout(6)
+    with pytest.raises(ValueError, match="`kl.gradient`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig(gradient="nope"))
+    with pytest.raises(ValueError, match="`kl.value_clip`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig(value_clip=-1.0))
+    with pytest.raises(ValueError, match="`kl.placement`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig("k1", "reward"))
+    with pytest.raises(TypeError, match="`kl`"):
+        rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl="k3")
+
+
+def test_grpo_loss_kl_config_matches_token_kl_and_metrics_are_a_named_tuple():
+    logp, old, ref, adv, mask = random_rollout(7)
+    config = rl.KLConfig("k2", gradient="straight_through", log_ratio_clip=None, value_clip=0.5)
+    _, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl=config)
+    assert isinstance(metrics, rl.GRPOMetrics)
+    assert metrics._fields == ("policy_loss", "kl", "clip_fraction", "ratio_mean", "ratio_max")
+    values = rl.token_kl(logp, ref, estimator="k2", gradient="straight_through",
+                         log_ratio_clip=None, value_clip=0.5)
+    np.testing.assert_allclose(float(metrics.kl), np.asarray(values)[mask].mean(), rtol=1e-6)
+    # The default is the former default of the separate arguments: k3, natural, clamp 20.
+    default = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1)[0]
+    explicit = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                            kl=rl.KLConfig("k3", "loss", "natural", 20.0, None))[0]
+    assert float(default) == float(explicit)

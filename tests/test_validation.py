@@ -172,10 +172,10 @@ SIZE_CASES = {
     "token_kl traced log_ratio_clip": (
         lambda: jax.jit(lambda c: rl.token_kl(A, A, log_ratio_clip=c))(20.0),
         "log_ratio_clip"),
-    "grpo_loss traced kl_log_ratio_clip": (
+    "grpo_loss traced kl.log_ratio_clip": (
         lambda: jax.jit(lambda c: rl.grpo_loss(A, A, SEQ, MASK, ref_logprobs=A, kl_coef=0.1,
-                                               kl_log_ratio_clip=c))(20.0),
-        "kl_log_ratio_clip"),
+                                               kl=rl.KLConfig(log_ratio_clip=c)))(20.0),
+        "kl.log_ratio_clip"),
     "describe scalar": (lambda: jaxkl.describe(1.0), "x"),
     "describe axis": (lambda: jaxkl.describe(jnp.ones(3), axis=1), "axis"),
     "grad of estimate": (
@@ -216,10 +216,10 @@ def test_concrete_zero_kl_coef_drops_the_kl_term(zero):
     # Before: a 0-d array 0 counted as non-zero and demanded ref_logprobs.
     loss, metrics = rl.grpo_loss(A, A, SEQ, MASK, kl_coef=zero)
     reference, _ = rl.grpo_loss(A, A, SEQ, MASK)
-    assert float(loss) == float(reference) and float(metrics["kl"]) == 0.0
+    assert float(loss) == float(reference) and float(metrics.kl) == 0.0
     with pytest.raises(ValueError, match="`ref_logprobs`"):
         rl.grpo_loss(A, A, SEQ, MASK, kl_coef=jnp.array(0.1))
     # A traced coefficient keeps the KL term (its value is unknown at trace time).
     traced = jax.jit(lambda c: rl.grpo_loss(A, A, SEQ, MASK, ref_logprobs=A - 0.5,
-                                            kl_coef=c)[1]["kl"])(jnp.float32(0.0))
+                                            kl_coef=c)[1].kl)(jnp.float32(0.0))
     assert float(traced) > 0

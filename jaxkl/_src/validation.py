@@ -193,6 +193,32 @@ def check_positive_number(value, name: str, *, allow_none: bool = False) -> floa
     return value
 
 
+def check_clip(value, name: str) -> float | None:
+    """A symmetric clip bound: ``None`` (off) or a positive number, as a float."""
+    return check_positive_number(value, name, allow_none=True)
+
+
+def check_mask(mask, shape, name: str = "mask") -> jax.Array:
+    """Returns ``mask != 0`` as a bool array, raising unless it has exactly ``shape``."""
+    if mask is None:
+        raise TypeError(f"`{name}` must be a boolean or numeric array of shape "
+                        f"{tuple(shape)}, got None.")
+    dtype = getattr(mask, "dtype", None)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.bool_) and not jnp.issubdtype(
+        dtype, jnp.number
+    ):
+        raise TypeError(f"`{name}` must be boolean or numeric, got {dtype}.")
+    try:
+        mask = jnp.asarray(mask)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`{name}` must be a boolean or numeric array.") from e
+    if mask.shape != tuple(shape):
+        raise ValueError(f"`{name}` has shape {mask.shape} but must have shape {tuple(shape)}.")
+    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
+        raise TypeError(f"`{name}` must be boolean or numeric, got {mask.dtype}.")
+    return mask if mask.dtype == jnp.bool_ else mask != 0
+
+
 def check_non_negative_number(value, name: str) -> float:
     """A non-negative, finite Python/NumPy number (NaN and bools rejected), as a float."""
     value = _as_number(value, name, "a non-negative number")

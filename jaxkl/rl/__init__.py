@@ -19,9 +19,10 @@ full-vocabulary KL and the GRPO objective.
 
 
 from jaxkl._src.rl.aggregate import MODES, aggregate
-from jaxkl._src.rl.audit import GradientAudit, KLConfig, audit_categorical, audit_sequence
+from jaxkl._src.rl.audit import GradientAudit, audit_categorical, audit_sequence
 from jaxkl._src.rl.full_kl import full_kl
 from jaxkl._src.rl.grpo import (
+    GRPOMetrics,
     KLController,
     KLControllerState,
     SurrogateOutput,
@@ -36,6 +37,7 @@ from jaxkl._src.rl.token_kl import (
     DEFAULT_LOG_RATIO_CLIP,
     ESTIMATORS,
     GRADIENTS,
+    KLConfig,
     kl_penalized_rewards,
     token_kl,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_LOG_RATIO_CLIP",
     "ESTIMATORS",
     "GRADIENTS",
+    "GRPOMetrics",
     "GradientAudit",
     "KLConfig",
     "KLController",

@@ -42,16 +42,15 @@ References:
 
 from jaxkl._src.rl.audit import (
     CONFIGS,
-    PLACEMENTS,
     REWARD_GRADIENTS,
     SEQUENCE_AGGREGATIONS,
     GradientAudit,
-    KLConfig,
     audit_categorical,
     audit_sequence,
     check_configs,
     token_surrogate,
 )
+from jaxkl._src.rl.token_kl import PLACEMENTS, KLConfig
 
 __all__ = [
     "audit_categorical",

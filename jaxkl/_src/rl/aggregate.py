@@ -23,14 +23,22 @@ Rows without a valid token are left out of ``|S|``, as recent verl does.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from jaxkl._src.rl.token_kl import check_mask
-from jaxkl._src.validation import check_choice, check_float_array, check_scalar, compute_dtype
+from jaxkl._src.validation import (
+    check_choice,
+    check_float_array,
+    check_mask,
+    check_scalar,
+    compute_dtype,
+)
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
 MODES = (
     "token-mean",
@@ -71,7 +79,83 @@ def _safe_divide(numerator: Array, count: Array) -> Array:
     return jnp.where(count > 0, numerator / jnp.maximum(count, 1), 0)
 
 
-def aggregate(values, mask, *, mode: str = "token-mean", normalizer=None) -> Array:
+class MaskCount(NamedTuple):
+    """The valid tokens of a mask, counted once: in total and, if needed, per row."""
+
+    total: Array
+    rows: Array | None
+
+
+def count_mask(valid: Array, dtype, *, per_row: bool) -> MaskCount:
+    """One pass over a bool ``[..., T]`` mask: the total and (``per_row``) each row's count."""
+    chex.assert_type(valid, bool)
+    if per_row:
+        rows = _count_valid(valid, dtype, per_row=True)
+        return MaskCount(rows.sum(), rows)
+    return MaskCount(_count_valid(valid, dtype, per_row=False), None)
+
+
+def needs_row_counts(mode: str) -> bool:
+    """Whether ``mode`` reduces per sequence (and so needs per-row counts)."""
+    return mode.startswith("seq-")
+
+
+def masked_mean(values: Array, valid: Array, count: MaskCount) -> Array:
+    """The token mean of ``values`` over ``valid`` given its count (0 when none is valid)."""
+    chex.assert_equal_shape([values, valid])
+    return _safe_divide(jnp.where(valid, values, 0).sum(), count.total)
+
+
+def check_normalizer(normalizer, mode: str, length: int) -> ArrayLike | None:
+    """The normaliser of ``"seq-mean-token-sum-norm"`` (default ``max(length, 1)``), checked."""
+    if normalizer is not None and mode != "seq-mean-token-sum-norm":
+        raise ValueError(
+            f"`normalizer` is only used with mode='seq-mean-token-sum-norm', not {mode!r}."
+        )
+    if mode != "seq-mean-token-sum-norm":
+        return None
+    if normalizer is None:
+        # T = 0 leaves no token to normalise (the sum is 0): 1 keeps the result 0, not NaN.
+        return max(length, 1)
+    check_scalar(normalizer, "normalizer")
+    if not isinstance(normalizer, jax.core.Tracer) and not float(normalizer) > 0:
+        raise ValueError(f"`normalizer` must be positive, got {normalizer}.")
+    return normalizer
+
+
+def aggregate_values(
+    values: Array, valid: Array, mode: str, normalizer: ArrayLike | None, count: MaskCount
+) -> Array:
+    """:func:`aggregate` on checked inputs: float ``values`` of the compute dtype, a bool
+    mask of the same shape, a valid ``mode``, :func:`check_normalizer`'s result and the
+    mask's :func:`count_mask` (with per-row counts for the ``seq-*`` modes)."""
+    chex.assert_equal_shape([values, valid])
+    chex.assert_type(valid, bool)
+    dtype = values.dtype
+    v = jnp.where(valid, values, 0)
+    if mode == "token-sum":
+        return v.sum()
+    if mode == "token-mean":
+        return _safe_divide(v.sum(), count.total)
+
+    row_sums = v.reshape(math.prod(v.shape[:-1]), v.shape[-1]).sum(-1)
+    row_counts = count.rows
+    num_rows = (row_counts > 0).astype(dtype).sum()
+    if mode == "seq-mean-token-mean":
+        return _safe_divide(_safe_divide(row_sums, row_counts).sum(), num_rows)
+    seq_mean = _safe_divide(row_sums.sum(), num_rows)
+    if mode == "seq-mean-token-sum":
+        return seq_mean
+    return seq_mean / jnp.asarray(normalizer, dtype)
+
+
+def aggregate(
+    values: ArrayLike,
+    mask: ArrayLike,
+    *,
+    mode: str = "token-mean",
+    normalizer: ArrayLike | None = None,
+) -> Array:
     r"""Reduces per-token values to a scalar loss with a mask, in one of five modes.
 
     See the module docstring for the formulas. Masked entries never reach the result or
@@ -105,30 +189,7 @@ def aggregate(values, mask, *, mode: str = "token-mean", normalizer=None) -> Arr
         raise ValueError("`values` must have a token axis (rank >= 1), got a scalar.")
     valid = check_mask(mask, values.shape)
     check_choice(mode, "mode", MODES)
-    if normalizer is not None and mode != "seq-mean-token-sum-norm":
-        raise ValueError(
-            f"`normalizer` is only used with mode='seq-mean-token-sum-norm', not {mode!r}."
-        )
+    normalizer = check_normalizer(normalizer, mode, values.shape[-1])
     dtype = compute_dtype(values)
-    v = jnp.where(valid, values.astype(dtype), 0)
-
-    if mode == "token-sum":
-        return v.sum()
-    if mode == "token-mean":
-        return _safe_divide(v.sum(), _count_valid(valid, dtype, per_row=False))
-
-    row_sums = v.reshape(math.prod(v.shape[:-1]), v.shape[-1]).sum(-1)
-    row_counts = _count_valid(valid, dtype, per_row=True)
-    num_rows = (row_counts > 0).astype(dtype).sum()
-    if mode == "seq-mean-token-mean":
-        return _safe_divide(_safe_divide(row_sums, row_counts).sum(), num_rows)
-    seq_mean = _safe_divide(row_sums.sum(), num_rows)
-    if mode == "seq-mean-token-sum":
-        return seq_mean
-    if normalizer is None:
-        # T = 0 leaves no token to normalise (the sum is 0): 1 keeps the result 0, not NaN.
-        normalizer = max(values.shape[-1], 1)
-    check_scalar(normalizer, "normalizer")
-    if not isinstance(normalizer, jax.core.Tracer) and not float(normalizer) > 0:
-        raise ValueError(f"`normalizer` must be positive, got {normalizer}.")
-    return seq_mean / jnp.asarray(normalizer, dtype)
+    count = count_mask(valid, dtype, per_row=needs_row_counts(mode))
+    return aggregate_values(values.astype(dtype), valid, mode, normalizer, count)

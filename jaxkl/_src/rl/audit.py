@@ -6,23 +6,34 @@ import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from jaxkl._src.rl import tabular
-from jaxkl._src.rl.full_kl import full_kl
+from jaxkl._src.rl.full_kl import full_kl_values
 from jaxkl._src.rl.token_kl import (
     DEFAULT_LOG_RATIO_CLIP,
     ESTIMATORS,
     GRADIENTS,
-    check_clip,
-    token_kl,
+    PLACEMENTS,
+    KLConfig,
+    check_kl_config,
+    importance_weight,
+    token_kl_values,
 )
-from jaxkl._src.validation import check_choice, check_float_array, check_same_shape, compute_dtype
+from jaxkl._src.validation import (
+    check_choice,
+    check_clip,
+    check_float_array,
+    check_mask,
+    check_same_shape,
+    compute_dtype,
+)
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
-PLACEMENTS = ("loss", "reward")
 REWARD_GRADIENTS = ("natural", "importance_weighted")
 # Per-sequence reductions whose expectation is a sum over sequences, plus the token
 # mean's large-batch limit E[sum_t v_t] / E[n].
@@ -32,19 +43,6 @@ SEQUENCE_AGGREGATIONS = (
     "seq-mean-token-sum-norm",
     "token-mean",
 )
-
-
-class KLConfig(NamedTuple):
-    """One way to put a KL penalty into training: estimator, placement, gradient option."""
-
-    estimator: str
-    placement: str = "loss"
-    gradient: str = "natural"
-
-    @property
-    def name(self) -> str:
-        """A short label, e.g. ``"k3 loss natural"``."""
-        return f"{self.estimator} {self.placement} {self.gradient}"
 
 
 CONFIGS: tuple[KLConfig, ...] = tuple(
@@ -85,21 +83,66 @@ class GradientAudit(NamedTuple):
     forward_kl: Array
 
 
-def check_configs(configs: Iterable[KLConfig]) -> tuple[KLConfig, ...]:
-    """Validates configurations (tuples ``(estimator, placement, gradient)`` are accepted)."""
+def check_configs(
+    configs: Iterable[KLConfig],
+    *,
+    log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
+    value_clip: float | None = None,
+) -> tuple[KLConfig, ...]:
+    """Validates configurations and gives each the audit's clamps.
+
+    Tuples ``(estimator, placement, gradient)`` are accepted. The placement
+    ``"reward"`` takes the gradients of :data:`REWARD_GRADIENTS` only. Every configuration
+    gets ``log_ratio_clip`` and ``value_clip`` (the audit's arguments); a configuration
+    that sets other clamps of its own is an error, not silently overridden.
+
+    Args:
+      configs: :class:`KLConfig` instances or tuples (at least one).
+      log_ratio_clip, value_clip: the clamps of every configuration (as in
+        :func:`jaxkl.rl.token_kl`).
+
+    Returns:
+      A tuple of validated :class:`KLConfig` (hashable: a static argument of ``jit``).
+
+    Raises:
+      TypeError: an entry that is not a tuple of 1 to 5 fields.
+      ValueError: an unknown estimator, placement or gradient (named in the message), a
+        clamp set differently from the audit's, no entry.
+
+    Example:
+      >>> from jaxkl.rl import audit
+      >>> [c.name for c in audit.check_configs([("k1", "reward"), audit.KLConfig("k3")])]
+      ['k1 reward natural', 'k3 loss natural']
+      >>> audit.check_configs([("k1", "reward", "straight_through")])
+      Traceback (most recent call last):
+        ...
+      ValueError: Unknown `gradient (with placement='reward')` 'straight_through'; expected...
+    """
+    log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
+    value_clip = check_clip(value_clip, "value_clip")
+    defaults = KLConfig()
     checked = []
-    for config in configs:
-        if isinstance(config, str) or not isinstance(config, tuple) or not 1 <= len(config) <= 3:
+    for i, config in enumerate(configs):
+        if isinstance(config, str) or not isinstance(config, tuple) or not 1 <= len(config) <= 5:
             raise TypeError(
                 f"Each of `configs` must be a KLConfig(estimator, placement, gradient), got "
                 f"{config!r}."
             )
         config = KLConfig(*config)
+        name = f"configs[{i}]"
         check_choice(config.estimator, "estimator", ESTIMATORS)
         check_choice(config.placement, "placement", PLACEMENTS)
         allowed = GRADIENTS if config.placement == "loss" else REWARD_GRADIENTS
         check_choice(config.gradient, f"gradient (with placement={config.placement!r})", allowed)
-        checked.append(config)
+        config = check_kl_config(config, name)  # the clamps
+        for field, value in (("log_ratio_clip", log_ratio_clip), ("value_clip", value_clip)):
+            own = getattr(config, field)
+            if own != getattr(defaults, field) and own != value:
+                raise ValueError(
+                    f"`{name}.{field}` is {own} but the audit's `{field}` is {value}; pass "
+                    f"the clamp as the audit's `{field}` argument."
+                )
+        checked.append(config._replace(log_ratio_clip=log_ratio_clip, value_clip=value_clip))
     if not checked:
         raise ValueError("`configs` must hold at least one configuration.")
     return tuple(checked)
@@ -107,45 +150,88 @@ def check_configs(configs: Iterable[KLConfig]) -> tuple[KLConfig, ...]:
 
 def token_surrogate(
     config: KLConfig,
-    logprobs: Array,
-    ref_logprobs: Array,
-    old_logprobs: Array,
+    logprobs: ArrayLike,
+    ref_logprobs: ArrayLike,
+    old_logprobs: ArrayLike,
     *,
-    mask: Array | None = None,
-    log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
-    value_clip: float | None = None,
+    mask: ArrayLike | None = None,
 ) -> Array:
-    """Per-token surrogate losses ``[..., T]`` whose gradient is the configuration's.
+    r"""Per-token surrogate losses ``[..., T]`` whose gradient is the configuration's.
 
     For ``placement="loss"`` this is :func:`jaxkl.rl.token_kl` at ``logprobs``; for
     ``"reward"`` it is ``sg(K_t) * log pi`` or ``sg(K_t) * pi / pi_old`` with ``K_t`` the
     penalty-to-go (the reversed cumulative sum over the last axis) of the per-token
     penalty evaluated at the sampling policy ``old_logprobs``. The values of reward
-    surrogates are not KL estimates; only their gradients mean something.
+    surrogates are not KL estimates; only their gradients mean something. The clamps are
+    the configuration's (``config.log_ratio_clip``, ``config.value_clip``); the
+    importance weight of the reward placement is :func:`jaxkl.rl.token_kl`'s, clamped
+    the same way.
+
+    .. math:: \ell_t = \mathrm{sg}(K_t)\, s_t, \quad K_t = \sum_{u \ge t} k(l_u), \quad
+              s_t = \log\pi(y_t)\ 	ext{or}\ \pi(y_t) / \mathrm{sg}(\pi_{old}(y_t)).
+
+    Tokens whose ``old_logprobs`` is ``-inf`` (never sampled) and masked tokens give 0
+    with zero gradient.
+
+    Args:
+      config: a :class:`KLConfig` (or a tuple of its fields).
+      logprobs: ``log pi(y_t)`` ``[..., T]``, float dtype (differentiate with respect to
+        this).
+      ref_logprobs: ``log pi_ref(y_t)``, same shape.
+      old_logprobs: ``log pi_old(y_t)`` of the sampling policy, same shape.
+      mask: optional bool/0-1 array of the same shape.
+
+    Returns:
+      Per-token surrogates, shape of ``logprobs``, float32 (float64 for f64 inputs).
+
+    Raises:
+      TypeError, ValueError: a bad configuration or array, named in the message.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxkl.rl import audit
+      >>> logp, ref = jnp.array([[-1.0, -2.0]]), jnp.array([[-1.5, -1.0]])
+      >>> audit.token_surrogate(audit.KLConfig("k1", "reward"), logp, ref, logp)
+      Array([[0.5, 2. ]], dtype=float32)
+      >>> # k1 = -l = [0.5, -1]; its gradient is the penalty-to-go K = [-0.5, -1].
+      >>> jax.grad(lambda x: audit.token_surrogate(
+      ...     audit.KLConfig("k1", "reward"), x, ref, logp).sum())(logp)
+      Array([[-0.5, -1. ]], dtype=float32)
     """
+    config = check_kl_config(config, "config")
+    if config.placement == "reward":
+        check_choice(config.gradient, "config.gradient (with placement='reward')",
+                     REWARD_GRADIENTS)
+    logprobs = check_float_array(logprobs, "logprobs")
+    ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
+    old_logprobs = check_float_array(old_logprobs, "old_logprobs")
+    check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs),
+                      ("old_logprobs", old_logprobs)])
+    valid = None if mask is None else check_mask(mask, logprobs.shape)
+    dtype = compute_dtype(logprobs, ref_logprobs, old_logprobs)
+    return surrogate_values(
+        config, logprobs.astype(dtype), ref_logprobs.astype(dtype), old_logprobs.astype(dtype),
+        valid,
+    )
+
+
+def surrogate_values(
+    config: KLConfig, logprobs: Array, ref_logprobs: Array, old_logprobs: Array,
+    mask: Array | None,
+) -> Array:
+    """:func:`token_surrogate` on checked inputs (one shape, one compute dtype)."""
+    chex.assert_equal_shape([logprobs, ref_logprobs, old_logprobs])
+    chex.assert_type([ref_logprobs, old_logprobs], logprobs.dtype)
     # A token the sampling policy cannot produce (old log-prob -inf: a -inf logit) has
     # weight 0 in every expectation; masking it keeps its undefined terms (pi / pi_old =
     # 0 / 0, log pi = -inf) out of the values and the backward pass.
     sampled = old_logprobs > -jnp.inf
     mask = sampled if mask is None else mask & sampled
     if config.placement == "loss":
-        return token_kl(
-            logprobs,
-            ref_logprobs,
-            estimator=config.estimator,
-            gradient=config.gradient,
-            old_logprobs=old_logprobs if config.gradient == "importance_weighted" else None,
-            mask=mask,
-            log_ratio_clip=log_ratio_clip,
-            value_clip=value_clip,
-        )
-    penalty = token_kl(
-        old_logprobs,
-        ref_logprobs,
-        estimator=config.estimator,
-        mask=mask,
-        log_ratio_clip=log_ratio_clip,
-        value_clip=value_clip,
+        old = old_logprobs if config.gradient == "importance_weighted" else None
+        return token_kl_values(config, logprobs, ref_logprobs, old, mask)
+    penalty = token_kl_values(
+        config._replace(gradient="natural"), old_logprobs, ref_logprobs, None, mask
     )
     to_go = jax.lax.stop_gradient(jnp.flip(jnp.cumsum(jnp.flip(penalty, -1), -1), -1))
     # Double-where: the masked tokens' log-probabilities are replaced before any
@@ -155,10 +241,9 @@ def token_surrogate(
     if config.gradient == "natural":
         score = logprobs
     else:
-        log_ratio = logprobs - jax.lax.stop_gradient(old_logprobs)
-        if log_ratio_clip is not None:
-            log_ratio = jnp.clip(log_ratio, -log_ratio_clip, log_ratio_clip)
-        score = jnp.exp(log_ratio)
+        score, _ = importance_weight(
+            logprobs, jax.lax.stop_gradient(old_logprobs), config.log_ratio_clip
+        )
     surrogate = to_go * score.astype(to_go.dtype)
     return jnp.where(mask, surrogate, 0)
 
@@ -206,10 +291,10 @@ def _prepare(logits, ref_logits, old_logits):
 
 
 def audit_categorical(
-    logits,
-    ref_logits,
+    logits: ArrayLike,
+    ref_logits: ArrayLike,
     *,
-    old_logits=None,
+    old_logits: ArrayLike | None = None,
     configs: Iterable[KLConfig] = CONFIGS,
     log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
     value_clip: float | None = None,
@@ -254,16 +339,14 @@ def audit_categorical(
         raise ValueError(f"`logits` must have shape [V], got {logits.shape}.")
     return _audit_categorical(
         logits, ref_logits, old_logits,
-        configs=check_configs(configs),
-        log_ratio_clip=check_clip(log_ratio_clip, "log_ratio_clip"),
-        value_clip=check_clip(value_clip, "value_clip"),
+        configs=check_configs(configs, log_ratio_clip=log_ratio_clip, value_clip=value_clip),
     )
 
 
 # Compiled once per static set of options, so that eager calls (the experiments, the
 # tests) do not dispatch each of the configurations' ops one by one.
-@functools.partial(jax.jit, static_argnames=("configs", "log_ratio_clip", "value_clip"))
-def _audit_categorical(logits, ref_logits, old_logits, *, configs, log_ratio_clip, value_clip):
+@functools.partial(jax.jit, static_argnames=("configs",))
+def _audit_categorical(logits, ref_logits, old_logits, *, configs):
     ref_logp = jax.nn.log_softmax(ref_logits)
 
     def expected_loss(theta, config):
@@ -273,26 +356,25 @@ def _audit_categorical(logits, ref_logits, old_logits, *, configs, log_ratio_cli
         )
         # All V outcomes at once, each a one-token sequence [V, 1] (the token axis is
         # last, and the reward's penalty-to-go must not run across outcomes).
-        values = token_surrogate(
-            config, logp[:, None], ref_logp[:, None], old_logp[:, None],
-            log_ratio_clip=log_ratio_clip, value_clip=value_clip,
+        values = surrogate_values(
+            config, logp[:, None], ref_logp[:, None], old_logp[:, None], None
         )
         return jnp.sum(jnp.exp(old_logp) * values[:, 0])
 
     return _audit(
         expected_loss,
         logits,
-        lambda theta: full_kl(theta, ref_logits),
-        lambda theta: full_kl(ref_logits, theta),
+        lambda theta: full_kl_values(theta, ref_logits, jnp.ones((), bool), None),
+        lambda theta: full_kl_values(ref_logits, theta, jnp.ones((), bool), None),
         configs,
     )
 
 
 def audit_sequence(
-    logits,
-    ref_logits,
+    logits: ArrayLike,
+    ref_logits: ArrayLike,
     *,
-    old_logits=None,
+    old_logits: ArrayLike | None = None,
     configs: Iterable[KLConfig] = CONFIGS,
     aggregation: str = "seq-mean-token-sum",
     eos_token: int | None = None,
@@ -353,19 +435,14 @@ def audit_sequence(
         configs=check_configs(configs),
         aggregation=check_choice(aggregation, "aggregation", SEQUENCE_AGGREGATIONS),
         eos_token=eos_token,
-        log_ratio_clip=check_clip(log_ratio_clip, "log_ratio_clip"),
-        value_clip=check_clip(value_clip, "value_clip"),
     )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("configs", "aggregation", "eos_token", "log_ratio_clip", "value_clip"),
+    static_argnames=("configs", "aggregation", "eos_token"),
 )
-def _audit_sequence(
-    logits, ref_logits, old_logits, *, configs, aggregation, eos_token, log_ratio_clip,
-    value_clip,
-):
+def _audit_sequence(logits, ref_logits, old_logits, *, configs, aggregation, eos_token):
     sampler = logits if old_logits is None else old_logits
     tokens, mask, weights = tabular.sequence_weights(
         jax.lax.stop_gradient(sampler), eos_token=eos_token
@@ -376,10 +453,7 @@ def _audit_sequence(
 
     def expected_loss(theta, config):
         logp = tabular.token_logprobs(theta, tokens)
-        values = token_surrogate(
-            config, logp, ref_logp, old_logp, mask=mask,
-            log_ratio_clip=log_ratio_clip, value_clip=value_clip,
-        )
+        values = surrogate_values(config, logp, ref_logp, old_logp, mask)
         sums = values.sum(-1)
         if aggregation == "seq-mean-token-mean":
             sums = sums / lengths

@@ -37,19 +37,21 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from jaxkl._src.rl.token_kl import check_mask
 from jaxkl._src.validation import (
     check_float_array,
+    check_mask,
     check_positive_int,
     check_same_shape,
     compute_dtype,
 )
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
 # The forward pass keeps a few [rows, chunk] float32 temporaries per loop step. On CPU
 # they should stay in cache: at 2048 x 152064 float32 logits, chunks of 256 (2 MiB
@@ -264,7 +266,13 @@ def _full_kl_jvp(chunk_size, primals, tangents):
 _full_kl_2d.defjvp(_full_kl_jvp, symbolic_zeros=True)
 
 
-def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> Array:
+def full_kl(
+    logits: ArrayLike,
+    ref_logits: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    chunk_size: int | None = None,
+) -> Array:
     r"""Exact KL(softmax(logits) || softmax(ref_logits)) per token, streamed over vocab.
 
     .. math:: KL_t = \sum_v p_{tv} (\log p_{tv} - \log r_{tv}),\quad
@@ -325,11 +333,22 @@ def full_kl(logits, ref_logits, *, mask=None, chunk_size: int | None = None) -> 
         )
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
-    batch_shape, vocab = logits.shape[:-1], logits.shape[-1]
+    batch_shape = logits.shape[:-1]
     if mask is None:
         valid = jnp.ones(batch_shape, bool)
     else:
         valid = check_mask(mask, batch_shape)
+    return full_kl_values(logits, ref_logits, valid, chunk_size)
+
+
+def full_kl_values(logits: Array, ref_logits: Array, valid: Array, chunk_size: int | None
+                   ) -> Array:
+    """:func:`full_kl` on checked inputs: float ``[..., V]`` logits of one shape, a bool
+    mask ``[...]`` and a validated ``chunk_size`` (or None)."""
+    chex.assert_equal_shape([logits, ref_logits])
+    chex.assert_type(valid, bool)
+    batch_shape, vocab = logits.shape[:-1], logits.shape[-1]
+    chex.assert_shape(valid, batch_shape)
     kl = _full_kl_2d(
         chunk_size,
         logits.reshape(-1, vocab),

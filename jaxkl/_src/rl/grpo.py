@@ -29,13 +29,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from jaxkl._src.rl.aggregate import aggregate
-from jaxkl._src.rl.token_kl import DEFAULT_LOG_RATIO_CLIP, check_clip, check_mask, token_kl
+from jaxkl._src.rl.aggregate import (
+    MODES,
+    aggregate_values,
+    check_normalizer,
+    count_mask,
+    masked_mean,
+    needs_row_counts,
+)
+from jaxkl._src.rl.token_kl import (
+    DEFAULT_LOG_RATIO_CLIP,
+    KLConfig,
+    check_kl_config,
+    token_kl_values,
+)
 from jaxkl._src.validation import (
+    check_choice,
+    check_clip,
     check_float_array,
+    check_mask,
     check_non_negative_number,
     check_same_shape,
     check_scalar,
@@ -44,9 +60,10 @@ from jaxkl._src.validation import (
 )
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
 
-def group_advantages(rewards, *, normalize_std: bool = True, eps: float = 1e-6) -> Array:
+def group_advantages(rewards: ArrayLike, *, normalize_std: bool = True, eps: float = 1e-6) -> Array:
     r"""Group-relative advantages: each reward minus its group's mean, over its std.
 
     .. math:: \hat A_{gi} = (r_{gi} - \bar r_g) / (s_g + \epsilon) \quad\text{or}\quad
@@ -114,9 +131,9 @@ class SurrogateOutput(NamedTuple):
 
 
 def clipped_surrogate(
-    logprobs,
-    old_logprobs,
-    advantages,
+    logprobs: ArrayLike,
+    old_logprobs: ArrayLike,
+    advantages: ArrayLike,
     *,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
@@ -150,22 +167,40 @@ def clipped_surrogate(
     logprobs = check_float_array(logprobs, "logprobs")
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
-    advantages = _token_advantages(advantages, logprobs.shape)
-    low = check_clip(clip_eps, "clip_eps")
-    high = low if clip_eps_high is None else check_clip(clip_eps_high, "clip_eps_high")
+    advantages = _check_advantages(advantages, logprobs.shape)
+    low, high = _check_clip_range(clip_eps, clip_eps_high)
     log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
     dtype = compute_dtype(logprobs, old_logprobs)
-    log_ratio = logprobs.astype(dtype) - old_logprobs.astype(dtype)
+    return _clipped_surrogate(
+        logprobs.astype(dtype), old_logprobs.astype(dtype), advantages.astype(dtype),
+        low, high, log_ratio_clip,
+    )
+
+
+def _check_clip_range(clip_eps, clip_eps_high) -> tuple[float, float]:
+    low = check_clip(clip_eps, "clip_eps")
+    high = low if clip_eps_high is None else check_clip(clip_eps_high, "clip_eps_high")
+    return low, high
+
+
+def _clipped_surrogate(
+    logp: Array, old: Array, adv: Array, low: float, high: float,
+    log_ratio_clip: float | None,
+) -> SurrogateOutput:
+    """:func:`clipped_surrogate` on checked inputs of one shape and compute dtype."""
+    chex.assert_equal_shape([logp, old, adv])
+    chex.assert_type([logp, old, adv], logp.dtype)
+    log_ratio = logp - old
     if log_ratio_clip is not None:
         log_ratio = jnp.clip(log_ratio, -log_ratio_clip, log_ratio_clip)
     ratio = jnp.exp(log_ratio)
-    adv = advantages.astype(dtype)
     unclipped = ratio * adv
     clipped = jnp.clip(ratio, 1 - low, 1 + high) * adv
     return SurrogateOutput(-jnp.minimum(unclipped, clipped), ratio, clipped < unclipped)
 
 
-def _token_advantages(advantages, token_shape) -> Array:
+def _check_advantages(advantages, token_shape) -> Array:
+    """Per-token advantages ``token_shape`` from per-token or per-sequence ones."""
     advantages = check_float_array(advantages, "advantages")
     if advantages.shape == tuple(token_shape):
         return advantages
@@ -177,31 +212,53 @@ def _token_advantages(advantages, token_shape) -> Array:
     )
 
 
+class GRPOMetrics(NamedTuple):
+    """Diagnostics of one :func:`grpo_loss` call: token means over the mask, no gradient.
+
+    Attributes:
+      policy_loss: the mean clipped surrogate.
+      kl: the mean KL value (0 when the KL term is dropped).
+      clip_fraction: the fraction of tokens whose clipped branch is active.
+      ratio_mean: the mean ratio ``pi / pi_old``.
+      ratio_max: the largest ratio over valid tokens (0 when none is valid).
+    """
+
+    policy_loss: Array
+    kl: Array
+    clip_fraction: Array
+    ratio_mean: Array
+    ratio_max: Array
+
+
+# The default KL options of grpo_loss (k3, natural gradient, the default clamps).
+_DEFAULT_KL = KLConfig()
+
+
 def grpo_loss(
-    logprobs,
-    old_logprobs,
-    advantages,
-    mask,
+    logprobs: ArrayLike,
+    old_logprobs: ArrayLike,
+    advantages: ArrayLike,
+    mask: ArrayLike,
     *,
-    ref_logprobs=None,
-    kl_coef=0.0,
-    kl_estimator: str = "k3",
-    kl_gradient: str = "natural",
-    kl_log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
-    kl_value_clip: float | None = None,
+    ref_logprobs: ArrayLike | None = None,
+    kl_coef: ArrayLike = 0.0,
+    kl: KLConfig = _DEFAULT_KL,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
     aggregation: str = "token-mean",
-    normalizer=None,
-) -> tuple[Array, dict[str, Array]]:
+    normalizer: ArrayLike | None = None,
+) -> tuple[Array, GRPOMetrics]:
     r"""The GRPO loss (to minimise) and its metrics.
 
     .. math:: L = \mathrm{agg}_{mask}\big[\ell^{clip}_t + \beta\, k(l_t)\big]
 
     with :func:`clipped_surrogate` for ``ell^clip`` and :func:`jaxkl.rl.token_kl` for the
-    KL term (any estimator and gradient option; ``kl_gradient="importance_weighted"``
-    uses ``old_logprobs`` as the sampling policy). Masked tokens may hold ``-inf``/NaN
+    KL term (any estimator and gradient option; ``gradient="importance_weighted"`` uses
+    ``old_logprobs`` as the sampling policy). Masked tokens may hold ``-inf``/NaN
     log-probabilities: they reach neither the loss nor its gradient.
+
+    Every argument is checked once, here; the computation then runs on the checked
+    arrays, and the mask is counted once for the loss and all the metrics.
 
     Args:
       logprobs: ``log pi_theta(y_t)`` ``[..., T]`` (differentiate with respect to this).
@@ -211,17 +268,23 @@ def grpo_loss(
       ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0.
       kl_coef: ``beta``, a number or a (possibly traced) 0-d array (see
         :func:`adaptive_kl_controller`); a concrete 0 drops the KL term.
-      kl_estimator, kl_gradient, kl_log_ratio_clip, kl_value_clip: passed to
-        :func:`jaxkl.rl.token_kl` as ``estimator``, ``gradient``, ``log_ratio_clip``,
-        ``value_clip``.
+      kl: the KL penalty's options, a :class:`jaxkl.rl.KLConfig` (``estimator``,
+        ``gradient``, ``log_ratio_clip``, ``value_clip`` as in :func:`jaxkl.rl.token_kl`;
+        ``placement`` must be ``"loss"``). Default ``KLConfig()``: k3, natural gradient,
+        log-ratio clamp 20, no value clamp.
       clip_eps, clip_eps_high: the PPO clip range.
       aggregation, normalizer: passed to :func:`jaxkl.rl.aggregate` as ``mode``,
         ``normalizer``.
 
     Returns:
       ``(loss, metrics)``, ready for ``jax.value_and_grad(..., has_aux=True)``; metrics
-      (token means over the mask, no gradient): ``policy_loss``, ``kl`` (the mean KL
-      value), ``clip_fraction``, ``ratio_mean``, ``ratio_max``.
+      is a :class:`GRPOMetrics` (token means over the mask, no gradient):
+      ``policy_loss``, ``kl`` (the mean KL value), ``clip_fraction``, ``ratio_mean``,
+      ``ratio_max``.
+
+    Raises:
+      TypeError, ValueError: an argument of the wrong type, shape or value, named in
+        the message (``kl.estimator`` etc. for the fields of ``kl``).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -230,58 +293,74 @@ def grpo_loss(
       >>> adv = rl.group_advantages(jnp.array([1.0, 0.0]))
       >>> loss, metrics = rl.grpo_loss(logp, logp, adv, jnp.ones((2, 2), bool),
       ...                              ref_logprobs=logp - 0.1, kl_coef=0.04)
-      >>> round(float(loss), 6), round(float(metrics["kl"]), 6)
+      >>> round(float(loss), 6), round(float(metrics.kl), 6)
       (0.000193, 0.004837)
+      >>> _, metrics = rl.grpo_loss(logp, logp, adv, jnp.ones((2, 2), bool),
+      ...                           ref_logprobs=logp - 0.1, kl_coef=0.04,
+      ...                           kl=rl.KLConfig("k2", gradient="straight_through"))
+      >>> round(float(metrics.kl), 6)  # k2: 0.1**2 / 2
+      0.005
     """
+    # Checks, once per argument.
     logprobs = check_float_array(logprobs, "logprobs")
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
     valid = check_mask(mask, logprobs.shape)
-    # Checked here so that an error names grpo_loss's argument, not token_kl's.
-    kl_log_ratio_clip = check_clip(kl_log_ratio_clip, "kl_log_ratio_clip")
-    kl_value_clip = check_clip(kl_value_clip, "kl_value_clip")
-    advantages = _token_advantages(advantages, logprobs.shape)
-    # Double-where: masked entries are zeroed *before* any arithmetic, so a -inf or NaN
-    # there cannot turn the zero cotangent of the final select into a NaN gradient.
-    logprobs, old_logprobs, advantages = (
-        jnp.where(valid, x, jnp.zeros_like(x)) for x in (logprobs, old_logprobs, advantages)
-    )
-    surrogate = clipped_surrogate(
-        logprobs, old_logprobs, advantages, clip_eps=clip_eps, clip_eps_high=clip_eps_high
-    )
-    per_token = surrogate.loss
-    dtype = per_token.dtype
-    kl_mean = jnp.zeros((), dtype)
+    kl = check_kl_config(kl, "kl")
+    if kl.placement != "loss":
+        raise ValueError(
+            f"`kl.placement` must be 'loss' in grpo_loss (the KL term is in the loss), got "
+            f"{kl.placement!r}; for the reward placement use kl_penalized_rewards."
+        )
+    advantages = _check_advantages(advantages, logprobs.shape)
+    low, high = _check_clip_range(clip_eps, clip_eps_high)
+    if logprobs.ndim < 1:
+        raise ValueError("`logprobs` must have a token axis (rank >= 1), got a scalar.")
+    # Named `mode`, as aggregate (which it is passed to) names it; tests match that name.
+    check_choice(aggregation, "mode", MODES)
+    normalizer = check_normalizer(normalizer, aggregation, logprobs.shape[-1])
     check_scalar(kl_coef, "kl_coef")
     # A concrete zero (a number, a NumPy or a 0-d JAX array) drops the KL term, and with
     # it the need for ref_logprobs; a traced coefficient keeps it (its value is unknown).
     coef_value = concrete_value(kl_coef)
     use_kl = coef_value is None or coef_value != 0
+    inputs = [logprobs, old_logprobs]
     if use_kl:
         if ref_logprobs is None:
             raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
-        kl = token_kl(
-            logprobs,
-            ref_logprobs,
-            estimator=kl_estimator,
-            gradient=kl_gradient,
-            old_logprobs=old_logprobs if kl_gradient == "importance_weighted" else None,
-            mask=valid,
-            log_ratio_clip=kl_log_ratio_clip,
-            value_clip=kl_value_clip,
+        ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
+        check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
+        inputs.append(ref_logprobs)
+    dtype = compute_dtype(*inputs)
+
+    # The computation, on checked arrays. Double-where: masked entries are zeroed
+    # *before* any arithmetic, so a -inf or NaN there cannot turn the zero cotangent of
+    # the final select into a NaN gradient.
+    logp, old, adv = (
+        jnp.where(valid, x.astype(dtype), jnp.zeros((), dtype))
+        for x in (logprobs, old_logprobs, advantages)
+    )
+    surrogate = _clipped_surrogate(logp, old, adv, low, high, DEFAULT_LOG_RATIO_CLIP)
+    count = count_mask(valid, dtype, per_row=needs_row_counts(aggregation))
+    per_token = surrogate.loss
+    kl_mean = jnp.zeros((), dtype)
+    if use_kl:
+        values = token_kl_values(
+            kl, logp, ref_logprobs.astype(dtype),
+            old if kl.gradient == "importance_weighted" else None, valid,
         )
-        per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * kl
-        kl_mean = aggregate(jax.lax.stop_gradient(kl), valid)
-    loss = aggregate(per_token, valid, mode=aggregation, normalizer=normalizer)
+        per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * values
+        kl_mean = masked_mean(jax.lax.stop_gradient(values), valid, count)
+    loss = aggregate_values(per_token, valid, aggregation, normalizer, count)
 
     frozen = jax.lax.stop_gradient(surrogate)
-    metrics = {
-        "policy_loss": aggregate(frozen.loss, valid),
-        "kl": kl_mean,
-        "clip_fraction": aggregate(frozen.clipped.astype(dtype), valid),
-        "ratio_mean": aggregate(frozen.ratio, valid),
-        "ratio_max": jnp.max(jnp.where(valid, frozen.ratio, -jnp.inf), initial=0.0),
-    }
+    metrics = GRPOMetrics(
+        policy_loss=masked_mean(frozen.loss, valid, count),
+        kl=kl_mean,
+        clip_fraction=masked_mean(frozen.clipped.astype(dtype), valid, count),
+        ratio_mean=masked_mean(frozen.ratio, valid, count),
+        ratio_max=jnp.max(jnp.where(valid, frozen.ratio, -jnp.inf), initial=0.0),
+    )
     return loss, metrics
 
 

@@ -9,17 +9,52 @@ import numpy as np
 from jaxkl._src.validation import check_float_array, check_positive_int, compute_dtype
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
 
 def num_nodes(vocab_size: int, length: int) -> int:
-    """Number of prefixes (tree nodes) of a policy over ``length`` tokens: ``sum_t V**t``."""
+    r"""Number of prefixes (tree nodes) of a policy over ``length`` tokens: ``sum_t V**t``.
+
+    .. math:: \text{num\_nodes} = \sum_{t=0}^{T-1} V^t = (V^T - 1) / (V - 1).
+
+    Args:
+      vocab_size: ``V``, a positive int.
+      length: ``T``, a positive int.
+
+    Returns:
+      A Python int. Raises ``TypeError``/``ValueError`` for a non-positive or non-integer
+      argument.
+
+    Example:
+      >>> from jaxkl.rl import tabular
+      >>> tabular.num_nodes(2, 3)  # 1 + 2 + 4
+      7
+    """
     vocab_size = check_positive_int(vocab_size, "vocab_size")
     length = check_positive_int(length, "length")
     return sum(vocab_size**t for t in range(length))
 
 
-def tree_shape(logits) -> tuple[int, int]:
-    """``(vocab_size, length)`` of a logit table ``[num_nodes, V]``; raises if not a tree."""
+def tree_shape(logits: ArrayLike) -> tuple[int, int]:
+    """``(vocab_size, length)`` of a logit table ``[num_nodes, V]``; raises if not a tree.
+
+    Args:
+      logits: a table of shape ``[num_nodes(V, T), V]`` with ``V >= 2`` (only the shape
+        is read).
+
+    Returns:
+      ``(V, T)``. Raises ``ValueError`` when the shape is not that of a tree.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.rl import tabular
+      >>> tabular.tree_shape(jnp.zeros((7, 2)))
+      (2, 3)
+      >>> tabular.tree_shape(jnp.zeros((5, 2)))
+      Traceback (most recent call last):
+        ...
+      ValueError: The logit table has 5 rows, which is not (V**T - 1) / (V - 1) ...
+    """
     shape = np.shape(logits)
     if len(shape) != 2 or shape[1] < 2:
         raise ValueError(
@@ -37,13 +72,35 @@ def tree_shape(logits) -> tuple[int, int]:
     return vocab_size, length
 
 
-def init_logits(vocab_size: int, length: int, dtype=jnp.float32) -> Array:
-    """The uniform policy: a zero table ``[num_nodes(V, T), V]``."""
+def init_logits(vocab_size: int, length: int, dtype: jax.typing.DTypeLike = jnp.float32) -> Array:
+    """The uniform policy: a zero table ``[num_nodes(V, T), V]``.
+
+    Example:
+      >>> from jaxkl.rl import tabular
+      >>> tabular.init_logits(2, 3).shape, tabular.init_logits(2, 3).dtype
+      ((7, 2), dtype('float32'))
+    """
     return jnp.zeros((num_nodes(vocab_size, length), vocab_size), dtype)
 
 
-def prefix_nodes(tokens, vocab_size: int) -> Array:
-    """The tree node of each position's prefix: ``[..., T]`` int tokens -> ``[..., T]``."""
+def prefix_nodes(tokens: ArrayLike, vocab_size: int) -> Array:
+    r"""The tree node of each position's prefix: ``[..., T]`` int tokens -> ``[..., T]``.
+
+    .. math:: h_1 = 0, \qquad h_{t+1} = V h_t + 1 + y_t.
+
+    Args:
+      tokens: integer tokens ``[..., T]`` (``TypeError`` otherwise).
+      vocab_size: ``V``.
+
+    Returns:
+      int32 node indices, shape of ``tokens``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.rl import tabular
+      >>> tabular.prefix_nodes(jnp.array([1, 0, 1]), 2)  # root, then 2*0+1+1, 2*2+1+0
+      Array([0, 2, 5], dtype=int32)
+    """
     tokens = jnp.asarray(tokens)
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"`tokens` must have an integer dtype, got {tokens.dtype}.")
@@ -56,15 +113,36 @@ def prefix_nodes(tokens, vocab_size: int) -> Array:
 
 
 def enumerate_sequences(vocab_size: int, length: int) -> np.ndarray:
-    """All ``V**T`` token arrays ``[V**T, T]`` (int32), in lexicographic order."""
+    """All ``V**T`` token arrays ``[V**T, T]`` (int32), in lexicographic order.
+
+    Example:
+      >>> from jaxkl.rl import tabular
+      >>> tabular.enumerate_sequences(2, 2).tolist()
+      [[0, 0], [0, 1], [1, 0], [1, 1]]
+    """
     vocab_size = check_positive_int(vocab_size, "vocab_size")
     length = check_positive_int(length, "length")
     grids = np.meshgrid(*[np.arange(vocab_size)] * length, indexing="ij")
     return np.stack([g.reshape(-1) for g in grids], axis=-1).astype(np.int32)
 
 
-def eos_mask(tokens, eos_token: int | None) -> Array:
-    """Valid positions: every position up to and including the first ``eos_token``."""
+def eos_mask(tokens: ArrayLike, eos_token: int | None) -> Array:
+    """Valid positions: every position up to and including the first ``eos_token``.
+
+    Args:
+      tokens: tokens ``[..., T]``.
+      eos_token: the end-of-sequence token, or ``None`` (every position valid).
+
+    Returns:
+      A bool array, shape of ``tokens``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.rl import tabular
+      >>> tabular.eos_mask(jnp.array([[1, 0, 1], [0, 1, 1]]), eos_token=0)
+      Array([[ True,  True, False],
+             [ True, False, False]], dtype=bool)
+    """
     tokens = jnp.asarray(tokens)
     if eos_token is None:
         return jnp.ones(tokens.shape, bool)
@@ -73,8 +151,25 @@ def eos_mask(tokens, eos_token: int | None) -> Array:
     return ended == 0
 
 
-def token_logprobs(logits, tokens) -> Array:
-    """``log pi(y_t | y_<t)`` for each position of ``tokens [..., T]``, float32 at least."""
+def token_logprobs(logits: ArrayLike, tokens: ArrayLike) -> Array:
+    r"""``log pi(y_t | y_<t)`` for each position of ``tokens [..., T]``, float32 at least.
+
+    .. math:: \log \pi(y_t \mid y_{<t}) = \mathrm{log\_softmax}(\theta_{h_t})_{y_t}.
+
+    Args:
+      logits: the policy table ``[num_nodes, V]``, float dtype.
+      tokens: integer tokens ``[..., T]`` with ``T`` the policy's length (``ValueError``
+        otherwise).
+
+    Returns:
+      Log-probabilities, shape of ``tokens``, float32 (float64 for f64 logits).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl.rl import tabular
+      >>> tabular.token_logprobs(tabular.init_logits(2, 3), jnp.array([0, 1, 1]))  # log 1/2
+      Array([-0.6931472, -0.6931472, -0.6931472], dtype=float32)
+    """
     logits = check_float_array(logits, "logits")
     vocab_size, length = tree_shape(logits)
     tokens = jnp.asarray(tokens)
@@ -86,11 +181,28 @@ def token_logprobs(logits, tokens) -> Array:
     return logp[prefix_nodes(tokens, vocab_size), tokens]
 
 
-def sequence_weights(logits, *, eos_token: int | None = None) -> tuple[Array, Array, Array]:
+def sequence_weights(
+    logits: ArrayLike, *, eos_token: int | None = None
+) -> tuple[Array, Array, Array]:
     """Enumeration of all sequences: ``(tokens [N, T], mask [N, T], weights [N])``.
 
     ``weights`` sum to 1: the probability of each token array (masked positions count
     ``1/V`` each, see the module docstring), differentiable in ``logits``.
+
+    Args:
+      logits: the policy table ``[num_nodes, V]``, float dtype.
+      eos_token: optional token that ends a sequence.
+
+    Returns:
+      ``tokens`` int32 ``[V**T, T]``, ``mask`` bool ``[V**T, T]``, ``weights`` float32
+      at least ``[V**T]``.
+
+    Example:
+      >>> from jaxkl.rl import tabular
+      >>> tokens, mask, weights = tabular.sequence_weights(tabular.init_logits(2, 2),
+      ...                                                  eos_token=0)
+      >>> tokens.shape, mask[0].tolist(), weights.tolist()  # [0, 0] ends at the first 0
+      ((4, 2), [True, False], [0.25, 0.25, 0.25, 0.25])
     """
     vocab_size, length = tree_shape(logits)
     tokens = jnp.asarray(enumerate_sequences(vocab_size, length))
@@ -99,7 +211,9 @@ def sequence_weights(logits, *, eos_token: int | None = None) -> tuple[Array, Ar
     return tokens, mask, jnp.exp(logp.sum(-1))
 
 
-def sequence_kl(logits, other_logits, *, eos_token: int | None = None) -> Array:
+def sequence_kl(
+    logits: ArrayLike, other_logits: ArrayLike, *, eos_token: int | None = None
+) -> Array:
     r"""Exact sequence-level ``KL(pi || pi')`` of two tabular policies, by enumeration.
 
     .. math:: KL(\pi \| \pi') = \sum_{y_{1:T}} \pi(y) \sum_{t\ \mathrm{valid}}
@@ -133,7 +247,7 @@ def sequence_kl(logits, other_logits, *, eos_token: int | None = None) -> Array:
     return jnp.sum(weights * jnp.where(mask, log_ratio, 0).sum(-1))
 
 
-def sample(logits, *, key, num_samples: int) -> Array:
+def sample(logits: ArrayLike, *, key: ArrayLike, num_samples: int) -> Array:
     """Samples ``num_samples`` token arrays ``[num_samples, T]`` (int32) from the policy.
 
     Positions after an end-of-sequence token are sampled too (callers mask them with

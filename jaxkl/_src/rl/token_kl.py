@@ -41,6 +41,7 @@ import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
@@ -49,14 +50,16 @@ from jaxkl._src import numerics, vocabulary
 from jaxkl._src.estimators.kl import KL_KERNELS
 from jaxkl._src.validation import (
     check_choice,
+    check_clip,
     check_float_array,
-    check_positive_number,
+    check_mask,
     check_same_shape,
     check_scalar,
     compute_dtype,
 )
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
 # exp(20) ~ 4.9e8: finite in float32 and bf16 with room to sum ~1e29 such terms, and the
 # bound verl uses before its exp (verl/trainer/ppo/core_algos.py, kl_penalty_forward).
@@ -69,35 +72,55 @@ assert tuple(KERNELS) == ESTIMATORS
 GRADIENTS = ("natural", "straight_through", "importance_weighted")
 # Estimators whose value contains exp(l), so that a large log-ratio overflows.
 EXPONENTIATING = ("k3",)
+# Where a KL penalty enters training (the audit compares both; grpo_loss takes "loss").
+PLACEMENTS = ("loss", "reward")
 
 
-def check_mask(mask, shape, name: str = "mask") -> Array:
-    """Returns ``mask != 0`` as a bool array, raising unless it has exactly ``shape``."""
-    if mask is None:
-        raise TypeError(f"`{name}` must be a boolean or numeric array of shape "
-                        f"{tuple(shape)}, got None.")
-    dtype = getattr(mask, "dtype", None)
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.bool_) and not jnp.issubdtype(
-        dtype, jnp.number
-    ):
-        raise TypeError(f"`{name}` must be boolean or numeric, got {dtype}.")
-    try:
-        mask = jnp.asarray(mask)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"`{name}` must be a boolean or numeric array.") from e
-    if mask.shape != tuple(shape):
-        raise ValueError(f"`{name}` has shape {mask.shape} but must have shape {tuple(shape)}.")
-    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
-        raise TypeError(f"`{name}` must be boolean or numeric, got {mask.dtype}.")
-    return mask if mask.dtype == jnp.bool_ else mask != 0
+class KLConfig(NamedTuple):
+    """The options of one KL penalty: estimator, placement, gradient option and clamps.
+
+    ``estimator``, ``gradient``, ``log_ratio_clip`` and ``value_clip`` are those of
+    :func:`jaxkl.rl.token_kl`; ``placement`` is ``"loss"`` (the per-token value is
+    differentiated, as :func:`jaxkl.rl.grpo_loss` does) or ``"reward"`` (the penalty
+    enters the reward; see :mod:`jaxkl.rl.audit`). Hashable, so it can be a static
+    argument of ``jax.jit``.
+    """
+
+    estimator: str = "k3"
+    placement: str = "loss"
+    gradient: str = "natural"
+    log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP
+    value_clip: float | None = None
+
+    @property
+    def name(self) -> str:
+        """A short label, e.g. ``"k3 loss natural"``."""
+        return f"{self.estimator} {self.placement} {self.gradient}"
 
 
-def check_clip(value, name: str) -> float | None:
-    """A symmetric clip bound: ``None`` (off) or a positive number."""
-    return check_positive_number(value, name, allow_none=True)
+def check_kl_config(config, name: str = "kl") -> KLConfig:
+    """A :class:`KLConfig` with validated fields, errors naming ``name.field``.
+
+    Tuples ``(estimator[, placement[, gradient[, log_ratio_clip[, value_clip]]]])`` are
+    accepted; the clamps come back as floats (or ``None``).
+    """
+    if isinstance(config, str) or not isinstance(config, tuple) or not 1 <= len(config) <= 5:
+        raise TypeError(
+            f"`{name}` must be a KLConfig(estimator, placement, gradient, log_ratio_clip, "
+            f"value_clip), got {config!r}."
+        )
+    config = KLConfig(*config)
+    check_choice(config.estimator, f"{name}.estimator", ESTIMATORS)
+    check_choice(config.placement, f"{name}.placement", PLACEMENTS)
+    check_choice(config.gradient, f"{name}.gradient", GRADIENTS)
+    return config._replace(
+        log_ratio_clip=check_clip(config.log_ratio_clip, f"{name}.log_ratio_clip"),
+        value_clip=check_clip(config.value_clip, f"{name}.value_clip"),
+    )
 
 
-def _clip(x: Array, bound: float | None) -> Array:
+def clip_symmetric(x: Array, bound: float | None) -> Array:
+    """``x`` clamped to ``[-bound, bound]`` (unchanged when ``bound`` is None)."""
     return x if bound is None else jnp.clip(x, -bound, bound)
 
 
@@ -138,38 +161,34 @@ def _value_minus_derivative(estimator: str, l: Array) -> Array:
     return jnp.abs(l) - jnp.sign(l)
 
 
-class _Options(NamedTuple):
-    """The static options of one token_kl kernel (hashable: a custom_jvp static arg)."""
-
-    estimator: str
-    gradient: str
-    log_ratio_clip: float | None
-    value_clip: float | None
+def importance_weight(logp: Array, old: Array, log_ratio_clip: float | None):
+    """``w = exp(clip(logp - old))`` and where that clamp is active (shared with the audit)."""
+    log_weight = logp - old
+    weight = jnp.exp(clip_symmetric(log_weight, log_ratio_clip))
+    return weight, _beyond(log_weight, log_ratio_clip)
 
 
-def _clamped_value(options: _Options, logp: Array, ref: Array, old: Array):
+def _clamped_value(options: KLConfig, logp: Array, ref: Array, old: Array):
     """The estimator's clamped value, and where each clamp is active."""
     log_ratio = ref - logp
-    value = KERNELS[options.estimator](_clip(log_ratio, options.log_ratio_clip))
+    value = KERNELS[options.estimator](clip_symmetric(log_ratio, options.log_ratio_clip))
     log_ratio_clamped = _beyond(log_ratio, options.log_ratio_clip)
     value_clamped = _beyond(value, options.value_clip)
-    value = _clip(value, options.value_clip)
+    value = clip_symmetric(value, options.value_clip)
     weight = ratio_clamped = None
     if options.gradient == "importance_weighted":
-        log_weight = logp - old
-        weight = jnp.exp(_clip(log_weight, options.log_ratio_clip))
-        ratio_clamped = _beyond(log_weight, options.log_ratio_clip)
+        weight, ratio_clamped = importance_weight(logp, old, options.log_ratio_clip)
         value = weight * value
     return log_ratio, value, log_ratio_clamped, value_clamped, weight, ratio_clamped
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _token_values(options: _Options, logp: Array, ref: Array, old: Array) -> Array:
+def _token_values(options: KLConfig, logp: Array, ref: Array, old: Array) -> Array:
     """Per-token values of token_kl (inputs already cast and masked); see _token_jvp."""
     return _clamped_value(options, logp, ref, old)[1]
 
 
-def _token_jvp(options: _Options, primals, tangents):
+def _token_jvp(options: KLConfig, primals, tangents):
     """The tangent of every gradient option as ``a * dlogp + b * dref + c * dold``.
 
     The coefficients are computed directly, never as a difference of large terms, and
@@ -225,13 +244,13 @@ _token_values.defjvp(_token_jvp, symbolic_zeros=True)
 
 
 def token_kl(
-    logprobs,
-    ref_logprobs,
+    logprobs: ArrayLike,
+    ref_logprobs: ArrayLike,
     *,
     estimator: str = "k3",
     gradient: str = "natural",
-    old_logprobs=None,
-    mask=None,
+    old_logprobs: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
     log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
     value_clip: float | None = None,
 ) -> Array:
@@ -325,24 +344,44 @@ def token_kl(
     valid = None if mask is None else check_mask(mask, logprobs.shape)
 
     dtype = compute_dtype(*inputs)
-    logp = _sanitize(logprobs.astype(dtype), valid)
-    ref = _sanitize(ref_logprobs.astype(dtype), valid)
-    if gradient == "importance_weighted" and old_logprobs is not None:
-        old = _sanitize(old_logprobs.astype(dtype), valid)
+    options = KLConfig(estimator, "loss", gradient, log_ratio_clip, value_clip)
+    return token_kl_values(
+        options,
+        logprobs.astype(dtype),
+        ref_logprobs.astype(dtype),
+        None if old_logprobs is None else old_logprobs.astype(dtype),
+        valid,
+    )
+
+
+def token_kl_values(
+    options: KLConfig, logp: Array, ref: Array, old: Array | None, valid: Array | None
+) -> Array:
+    """:func:`token_kl` on checked inputs: ``options`` validated (placement ignored),
+    ``logp``, ``ref`` (and ``old`` unless None) of one float compute dtype and one shape,
+    ``valid`` a bool mask of that shape or None. ``old`` is used only with the
+    importance-weighted gradient; None there means on-policy."""
+    chex.assert_equal_shape([logp, ref] + [x for x in (old, valid) if x is not None])
+    chex.assert_type([logp, ref] + ([] if old is None else [old]), logp.dtype)
+    if valid is not None:
+        chex.assert_type(valid, bool)
+    logp = _sanitize(logp, valid)
+    ref = _sanitize(ref, valid)
+    if options.gradient == "importance_weighted" and old is not None:
+        old = _sanitize(old, valid)
     else:
         # On-policy: w = pi / stop_gradient(pi), value 1 (unused by the other options).
         old = jax.lax.stop_gradient(logp)
-    options = _Options(estimator, gradient, log_ratio_clip, value_clip)
     return _sanitize(_token_values(options, logp, ref, old), valid)
 
 
 def kl_penalized_rewards(
-    scores,
-    logprobs,
-    ref_logprobs,
-    mask,
+    scores: ArrayLike,
+    logprobs: ArrayLike,
+    ref_logprobs: ArrayLike,
+    mask: ArrayLike,
     *,
-    kl_coef,
+    kl_coef: ArrayLike,
     estimator: str = "k1",
     log_ratio_clip: float | str | None = "auto",
     value_clip: float | None = None,
@@ -399,6 +438,9 @@ def kl_penalized_rewards(
             f"`scores` has shape {scores.shape} but must have shape {logprobs.shape[:-1]} "
             "(one score per sequence)."
         )
+    ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
+    check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
+    check_choice(estimator, "estimator", ESTIMATORS)
     if isinstance(log_ratio_clip, str):
         if log_ratio_clip != "auto":
             raise ValueError(
@@ -406,15 +448,12 @@ def kl_penalized_rewards(
                 f"{log_ratio_clip!r}."
             )
         log_ratio_clip = DEFAULT_LOG_RATIO_CLIP if estimator in EXPONENTIATING else None
-    penalty = token_kl(
-        logprobs,
-        ref_logprobs,
-        estimator=estimator,
-        mask=valid,
-        log_ratio_clip=log_ratio_clip,
-        value_clip=value_clip,
+    options = KLConfig(estimator, "reward", "natural", check_clip(log_ratio_clip, "log_ratio_clip"),
+                       check_clip(value_clip, "value_clip"))
+    dtype = compute_dtype(logprobs, ref_logprobs)
+    penalty = token_kl_values(
+        options, logprobs.astype(dtype), ref_logprobs.astype(dtype), None, valid
     )
-    dtype = penalty.dtype
     # The last valid token of each row: the largest index whose mask is set (-1 for a row
     # with none, including T = 0, whose score then has no token to land on).
     positions = jax.lax.broadcasted_iota(jnp.int32, valid.shape, valid.ndim - 1)
