@@ -38,7 +38,7 @@ every disagreement explained are in docs/conformance.md::
     | piece | jaxkl options | peer | dtype | G | value | grad | jaxkl~f64 (v/g) | peer~f64 (v/g) | tol | result |
     | token_kl | 'k3', log_ratio_clip=20, value_clip=10 | verl 'low_var_kl' | float32 | 4 | 7.0e-02 | 3.0e-05 | 1.1e-07 / 5.6e-08 | 6.5e-02 / 3.0e-05 | 1.0e-05 | peer-rounding |
     | aggregate | 'seq-mean-token-sum-norm' | tunix 'sequence-mean-token-scale' | float32 | 4 | 6.7e-07 | 0 | 3.2e-07 / 3.0e-08 | 3.4e-07 / 3.0e-08 | 1.0e-05 | PASS |
-    | group_advantages | normalize_std=True, eps=0.0001 | TRL scale_rewards='group' (eps 1e-4) | float32 | 4 | 1.9e-07 | - | 1.2e-07 / - | 6.8e-08 / - | 1.0e-05 | PASS |
+    | group_advantages | scale_rewards="group", eps=0.0001 | TRL scale_rewards='group' (eps 1e-4) | float32 | 4 | 1.9e-07 | - | 1.2e-07 / - | 6.8e-08 / - | 1.0e-05 | PASS |
     | entropy |  | tunix compute_entropy_from_logits | bfloat16 | 4 | 9.4e-03 | 5.4e-02 | 9.6e-07 / 3.8e-03 | 9.5e-03 / 4.9e-02 | 2.0e-02 | peer-rounding |
     225 rows: {'PASS': 186, 'peer-rounding': 39, 'FAIL': 0}; float32 FAIL: 0; 73.6 s
 """  # noqa: E501
@@ -321,8 +321,9 @@ def check_group_advantages(batch: dict, dtype: str) -> list[dict]:
     ]
     rows = []
     for norm, eps, call, peer in cases:
-        mine = np.asarray(rl.group_advantages(r.reshape(-1, G), normalize_std=norm, eps=eps))
-        opts = f"normalize_std={norm}" + (f", eps={eps:g}" if norm else "")
+        scale = "group" if norm else "none"
+        mine = np.asarray(rl.group_advantages(r, group_size=G, scale_rewards=scale, eps=eps))
+        opts = f"scale_rewards={scale!r}" + (f", eps={eps:g}" if norm else "")
         rows.append(row("group_advantages", opts, call, dtype, G, (mine.reshape(-1), None),
                         (peer(), None), (_adv_f64(r, G, norm, eps), None)))
     return rows

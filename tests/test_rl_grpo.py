@@ -22,7 +22,7 @@ def test_group_advantages_match_numpy():
     np.testing.assert_allclose(np.asarray(rl.group_advantages(rewards)), centered / (std + 1e-6),
                                rtol=1e-5)
     np.testing.assert_allclose(
-        np.asarray(rl.group_advantages(rewards, normalize_std=False)), centered, rtol=1e-5,
+        np.asarray(rl.group_advantages(rewards, scale_rewards="none")), centered, rtol=1e-5,
         atol=1e-6,
     )
 
@@ -313,7 +313,7 @@ def test_advantages_match_exact_arithmetic_across_scales():
             got = np.asarray(rl.group_advantages(rewards, eps=eps), np.float64)
             want = np.array([_advantages_exact(g, eps) for g in rewards])
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6 * np.max(np.abs(want)))
-        centered = np.asarray(rl.group_advantages(rewards, normalize_std=False), np.float64)
+        centered = np.asarray(rl.group_advantages(rewards, scale_rewards="none"), np.float64)
         want = rewards.astype(np.float64) - rewards.astype(np.float64).mean(-1, keepdims=True)
         np.testing.assert_allclose(centered, want, rtol=1e-5, atol=1e-6 * scale)
 
@@ -343,8 +343,8 @@ def test_constant_group_gets_exactly_zero_advantage(value, group_size):
     """sum/G of G equal float32 rewards need not round back to the reward: the residual
     (~1e-8) divided by the equally tiny std used to give advantages of ~0.1."""
     rewards = jnp.full((2, group_size), value, jnp.float32).at[1, 0].set(value + 1.0)
-    for normalize_std in (True, False):
-        adv = np.asarray(rl.group_advantages(rewards, normalize_std=normalize_std))
+    for scale_rewards in ("group", "none"):
+        adv = np.asarray(rl.group_advantages(rewards, scale_rewards=scale_rewards))
         np.testing.assert_array_equal(adv[0], 0)
         assert np.all(adv[1] != 0)
 
@@ -446,7 +446,9 @@ def test_grpo_loss_kl_config_matches_token_kl_and_metrics_are_a_named_tuple():
     config = rl.KLConfig("k2", gradient="straight_through", log_ratio_clip=None, value_clip=0.5)
     _, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl=config)
     assert isinstance(metrics, rl.GRPOMetrics)
-    assert metrics._fields == ("policy_loss", "kl", "clip_fraction", "ratio_mean", "ratio_max")
+    assert metrics._fields == ("policy_loss", "kl", "clip_fraction", "ratio_mean", "ratio_max",
+                               "ratio_min", "clip_fraction_low", "clip_fraction_high",
+                               "dual_clip_fraction", "ppo_kl")
     values = rl.token_kl(logp, ref, estimator="k2", gradient="straight_through",
                          log_ratio_clip=None, value_clip=0.5)
     np.testing.assert_allclose(float(metrics.kl), np.asarray(values)[mask].mean(), rtol=1e-6)
@@ -455,3 +457,150 @@ def test_grpo_loss_kl_config_matches_token_kl_and_metrics_are_a_named_tuple():
     explicit = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
                             kl=rl.KLConfig("k3", "loss", "natural", 20.0, None))[0]
     assert float(default) == float(explicit)
+
+
+# ---- the loss layer's options (issue 17) ------------------------------------------
+
+
+def test_dual_clip_bounds_the_loss_of_negative_advantages():
+    """Ratio 5, advantage -1: with verl's clip_ratio_c = 3 the loss is 3 and its gradient
+    0 (Ye et al. 2020); without the dual clip, loss 5 and gradient 5."""
+    logp, old, adv = jnp.log(jnp.array([5.0])), jnp.zeros(1), jnp.array([-1.0])
+
+    def loss(x, c):
+        return rl.clipped_surrogate(x, old, adv, clip_ratio_c=c).loss.sum()
+
+    np.testing.assert_allclose(float(loss(logp, 3.0)), 3.0, rtol=1e-6)
+    assert float(jax.grad(loss)(logp, 3.0)[0]) == 0.0
+    np.testing.assert_allclose(float(loss(logp, None)), 5.0, rtol=1e-6)
+    np.testing.assert_allclose(float(jax.grad(loss)(logp, None)[0]), 5.0, rtol=1e-6)
+    # Positive advantages and ratios under c are untouched.
+    logp2, old2, adv2 = random_rollout(21)[0], random_rollout(21)[1], random_rollout(21)[3]
+    plain = rl.clipped_surrogate(logp2, old2, adv2)
+    dual = rl.clipped_surrogate(logp2, old2, adv2, clip_ratio_c=3.0)
+    np.testing.assert_array_equal(np.asarray(plain.loss), np.asarray(dual.loss))
+    assert not np.asarray(dual.dual_clipped).any()
+    _, metrics = rl.grpo_loss(logp, old, adv, jnp.ones(1, bool), clip_ratio_c=3.0)
+    assert float(metrics.dual_clip_fraction) == 1.0
+    with pytest.raises(ValueError, match="`clip_ratio_c` must be greater than 1"):
+        rl.clipped_surrogate(logp, old, adv, clip_ratio_c=1.0)
+
+
+def test_flat_rewards_with_group_size_are_normalised_per_group():
+    """Peers pass [num_groups * G] rewards: two uniform groups get zeros (treated as one
+    group of four they got +-0.866)."""
+    flat = jnp.array([1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(rl.group_advantages(flat, group_size=2)), 0)
+    assert np.all(np.asarray(rl.group_advantages(flat)) != 0)  # one group, documented
+    rewards = np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32)
+    for scale in ("group", "batch", "none"):
+        np.testing.assert_array_equal(
+            np.asarray(rl.group_advantages(rewards.reshape(-1), group_size=4,
+                                           scale_rewards=scale)).reshape(6, 4),
+            np.asarray(rl.group_advantages(rewards, scale_rewards=scale)))
+    for bad in (3, 1, 5):
+        with pytest.raises(ValueError, match="`group_size`"):
+            rl.group_advantages(jnp.zeros(8), group_size=bad)
+    with pytest.raises(ValueError, match="`scale_rewards`"):
+        rl.group_advantages(jnp.zeros((2, 4)), scale_rewards="std")
+
+
+def test_batch_scaling_divides_by_the_std_of_all_rewards():
+    """TRL's scale_rewards="batch": group-centred rewards over the batch's reward std."""
+    rewards = np.random.default_rng(4).normal(0, 3, (5, 8)).astype(np.float32)
+    r = rewards.astype(np.float64)
+    want = (r - r.mean(-1, keepdims=True)) / (r.std(ddof=1) + 1e-4)
+    got = rl.group_advantages(rewards, scale_rewards="batch", eps=1e-4)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+MODES_WITH_COUNT = ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
+                    "seq-mean-token-sum-norm"]
+
+
+@pytest.mark.parametrize("mode", MODES_WITH_COUNT)
+def test_micro_batches_with_the_global_count_add_up_to_the_full_batch(mode):
+    """Gradient accumulation: split [8, 6] into micro-batches of 3, 3 and 2 rows; each
+    divides by the whole batch's count; the sum of their losses and gradients equals the
+    full batch's to 1e-6. Plain micro-batch means do not (the counts differ)."""
+    logp, old, ref, adv, mask = random_rollout(31, shape=(8, 6))
+    mask[2] = False  # an empty row: not a sequence of the seq-mean modes
+    per_row = mode.startswith("seq-")
+    count = float(mask.any(-1).sum()) if per_row else float(mask.sum())
+    kwargs = dict(ref_logprobs=ref, kl_coef=0.05, aggregation=mode)
+
+    def loss(x, rows, global_count=None):
+        return rl.grpo_loss(x, old[rows], adv[rows], mask[rows], **kwargs | {
+            "ref_logprobs": ref[rows]}, global_count=global_count)[0]
+
+    full_rows = slice(0, 8)
+    full, full_grad = jax.value_and_grad(loss)(logp, full_rows)
+    parts = [slice(0, 3), slice(3, 6), slice(6, 8)]
+    values, grads = zip(*(jax.value_and_grad(loss)(logp[rows], rows, count) for rows in parts),
+                        strict=True)
+    np.testing.assert_allclose(sum(float(v) for v in values), float(full), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.concatenate(grads), np.asarray(full_grad), rtol=1e-6,
+                               atol=1e-8)
+    local_mean = np.mean([float(loss(logp[rows], rows)) for rows in parts])
+    assert abs(local_mean - float(full)) > 1e-4
+    values = jnp.asarray(np.random.default_rng(5).normal(size=(8, 6)), jnp.float32)
+    direct = rl.aggregate(values, mask, mode=mode)
+    summed = sum(rl.aggregate(values[rows], mask[rows], mode=mode, global_count=count)
+                 for rows in parts)
+    np.testing.assert_allclose(float(summed), float(direct), rtol=1e-6)
+
+
+def test_global_count_errors():
+    v, m = jnp.ones((2, 3)), jnp.ones((2, 3), bool)
+    with pytest.raises(ValueError, match="`global_count` has no meaning"):
+        rl.aggregate(v, m, mode="token-sum", global_count=4)
+    with pytest.raises(ValueError, match="`global_count` must be positive"):
+        rl.aggregate(v, m, global_count=0)
+    with pytest.raises(ValueError, match="`global_count` must be a scalar"):
+        rl.aggregate(v, m, global_count=jnp.ones(2))
+
+
+def test_kl_metric_is_reported_when_the_kl_is_not_optimised():
+    """kl_coef = 0 with ref_logprobs: the metric is the true mean k3 (it read 0.0)."""
+    logp, old, ref, adv, mask = random_rollout(6)
+    ref = ref - 1.0
+    loss0, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref)
+    lr = ref.astype(np.float64) - logp
+    want = (np.expm1(lr) - lr)[mask].mean()
+    assert want > 0.1
+    np.testing.assert_allclose(float(metrics.kl), want, rtol=1e-5)
+    no_ref, _ = rl.grpo_loss(logp, old, adv, mask)
+    assert float(loss0) == float(no_ref)  # logged, not optimised
+
+
+def test_on_policy_old_logprobs_default_to_the_detached_logprobs():
+    logp, _, ref, adv, mask = random_rollout(7)
+
+    def loss(x, old):
+        return rl.grpo_loss(x, old, adv, mask, ref_logprobs=ref, kl_coef=0.1)[0]
+
+    on_policy = jax.value_and_grad(lambda x: loss(x, None))(logp)
+    detached = jax.value_and_grad(lambda x: loss(x, jax.lax.stop_gradient(x)))(logp)
+    np.testing.assert_allclose(float(on_policy[0]), float(detached[0]), rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(on_policy[1]), np.asarray(detached[1]), rtol=1e-7)
+    # Ratio 1: the policy gradient is -A / count on each valid token.
+    _, metrics = rl.grpo_loss(logp, None, adv, mask)
+    assert float(metrics.ratio_min) == float(metrics.ratio_max) == 1.0
+
+
+def test_metrics_match_numpy():
+    logp, old, _, adv, mask = random_rollout(8)
+    # Ratios 0.5 and 1.6 on alternate tokens: clipped at both ends for either sign of A.
+    logp = old + np.log(np.where(np.arange(6) % 2, 1.6, 0.5)).astype(np.float32)
+    _, metrics = rl.grpo_loss(logp, old, adv, mask, clip_eps=0.2, clip_eps_high=0.28)
+    adv_tok = np.broadcast_to(adv[:, None], logp.shape)
+    loss, ratio, clipped = numpy_surrogate(logp, old, adv_tok, 0.2, 0.28)
+    low = (ratio < 0.8) & (adv_tok < 0)
+    high = (ratio > 1.28) & (adv_tok > 0)
+    assert low[mask].any() and high[mask].any()
+    np.testing.assert_allclose(float(metrics.clip_fraction_low), low[mask].mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.clip_fraction_high), high[mask].mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ratio_min), ratio[mask].min(), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ratio_max), ratio[mask].max(), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ppo_kl), (old - logp.astype(np.float64))[mask].mean(),
+                               rtol=1e-5)

@@ -123,12 +123,27 @@ def check_normalizer(normalizer, mode: str, length: int) -> ArrayLike | None:
     return normalizer
 
 
+def check_global_count(global_count, mode: str) -> ArrayLike | None:
+    """``global_count`` checked: a positive scalar (possibly traced), not for token-sum."""
+    if global_count is None:
+        return None
+    if mode == "token-sum":
+        raise ValueError("`global_count` has no meaning with mode='token-sum' (a sum is "
+                         "already additive over micro-batches).")
+    check_scalar(global_count, "global_count")
+    if not isinstance(global_count, jax.core.Tracer) and not float(global_count) > 0:
+        raise ValueError(f"`global_count` must be positive, got {global_count}.")
+    return global_count
+
+
 def aggregate_values(
-    values: Array, valid: Array, mode: str, normalizer: ArrayLike | None, count: MaskCount
+    values: Array, valid: Array, mode: str, normalizer: ArrayLike | None, count: MaskCount,
+    global_count: ArrayLike | None = None,
 ) -> Array:
     """:func:`aggregate` on checked inputs: float ``values`` of the compute dtype, a bool
-    mask of the same shape, a valid ``mode``, :func:`check_normalizer`'s result and the
-    mask's :func:`count_mask` (with per-row counts for the ``seq-*`` modes)."""
+    mask of the same shape, a valid ``mode``, :func:`check_normalizer`'s result, the
+    mask's :func:`count_mask` (with per-row counts for the ``seq-*`` modes) and
+    :func:`check_global_count`'s result."""
     chex.assert_equal_shape([values, valid])
     chex.assert_type(valid, bool)
     dtype = values.dtype
@@ -136,11 +151,15 @@ def aggregate_values(
     if mode == "token-sum":
         return v.sum()
     if mode == "token-mean":
-        return _safe_divide(v.sum(), count.total)
+        denominator = count.total if global_count is None else jnp.asarray(global_count, dtype)
+        return _safe_divide(v.sum(), denominator)
 
     row_sums = v.reshape(math.prod(v.shape[:-1]), v.shape[-1]).sum(-1)
     row_counts = count.rows
-    num_rows = (row_counts > 0).astype(dtype).sum()
+    if global_count is None:
+        num_rows = (row_counts > 0).astype(dtype).sum()
+    else:
+        num_rows = jnp.asarray(global_count, dtype)
     if mode == "seq-mean-token-mean":
         return _safe_divide(_safe_divide(row_sums, row_counts).sum(), num_rows)
     seq_mean = _safe_divide(row_sums.sum(), num_rows)
@@ -155,12 +174,22 @@ def aggregate(
     *,
     mode: str = "token-mean",
     normalizer: ArrayLike | None = None,
+    global_count: ArrayLike | None = None,
 ) -> Array:
     r"""Reduces per-token values to a scalar loss with a mask, in one of five modes.
 
     See the module docstring for the formulas. Masked entries never reach the result or
     its gradient, even when they are ``inf`` or NaN (they are replaced with ``jnp.where``
     before any arithmetic); an all-zero mask gives 0 with zero gradient.
+
+    **Micro-batches and data parallelism.** The means divide by counts of this call's
+    batch, so the mean of micro-batch losses is not the full batch's loss (the micro
+    batches hold different numbers of tokens). Pass the count of the *whole* batch as
+    ``global_count`` (valid tokens for ``"token-mean"``, sequences with a valid token for
+    the ``"seq-*"`` modes, e.g. from a ``psum`` across devices) and each call divides its
+    local sum by it: the micro-batch losses and gradients then *add up* to the full
+    batch's, as verl's ``agg_loss`` with its global token count and TRL's
+    ``num_items_in_batch`` do.
 
     Args:
       values: per-token values ``[..., T]`` (rank >= 1), float dtype; leading axes index
@@ -170,9 +199,16 @@ def aggregate(
         ``"seq-mean-token-mean"``, ``"seq-mean-token-sum-norm"``.
       normalizer: the constant for ``"seq-mean-token-sum-norm"`` (default ``T``, the
         padded length); a positive number, possibly traced.
+      global_count: the whole batch's count (see above): a positive scalar, possibly
+        traced; not used by ``"token-sum"``.
 
     Returns:
       A scalar in float32 (float64 for f64 values).
+
+    Raises:
+      TypeError, ValueError: non-float ``values``, a mask of another shape, an unknown
+        ``mode``, a non-positive ``normalizer`` or ``global_count``, or either one with a
+        mode that does not use it.
 
     Example:
       >>> import jax.numpy as jnp
@@ -183,6 +219,9 @@ def aggregate(
       Array(2.3333333, dtype=float32)
       >>> rl.aggregate(v, m, mode="seq-mean-token-mean")
       Array(2.75, dtype=float32)
+      >>> micro = [rl.aggregate(v[i:i + 1], m[i:i + 1], global_count=3) for i in (0, 1)]
+      >>> round(float(sum(micro)), 6)  # the full batch's token mean
+      2.333333
     """
     values = check_float_array(values, "values")
     if values.ndim < 1:
@@ -190,6 +229,7 @@ def aggregate(
     valid = check_mask(mask, values.shape)
     check_choice(mode, "mode", MODES)
     normalizer = check_normalizer(normalizer, mode, values.shape[-1])
+    global_count = check_global_count(global_count, mode)
     dtype = compute_dtype(values)
     count = count_mask(valid, dtype, per_row=needs_row_counts(mode))
-    return aggregate_values(values.astype(dtype), valid, mode, normalizer, count)
+    return aggregate_values(values.astype(dtype), valid, mode, normalizer, count, global_count)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jaxkl._src.rl.aggregate import (
     MODES,
     aggregate_values,
+    check_global_count,
     check_normalizer,
     count_mask,
     masked_mean,
@@ -53,6 +54,7 @@ from jaxkl._src.validation import (
     check_float_array,
     check_mask,
     check_non_negative_number,
+    check_positive_int,
     check_same_shape,
     check_scalar,
     compute_dtype,
@@ -63,40 +65,80 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
-def group_advantages(rewards: ArrayLike, *, normalize_std: bool = True, eps: float = 1e-6) -> Array:
-    r"""Group-relative advantages: each reward minus its group's mean, over its std.
+def group_advantages(
+    rewards: ArrayLike,
+    *,
+    group_size: int | None = None,
+    scale_rewards: str = "group",
+    eps: float = 1e-6,
+) -> Array:
+    r"""Group-relative advantages: each reward minus its group's mean, over a std.
 
-    .. math:: \hat A_{gi} = (r_{gi} - \bar r_g) / (s_g + \epsilon) \quad\text{or}\quad
-              r_{gi} - \bar r_g \ \ (\texttt{normalize\_std=False}, \text{Dr. GRPO}),
+    .. math:: \hat A_{gi} = (r_{gi} - \bar r_g) / (s + \epsilon)
 
-    with ``s_g`` the sample standard deviation (``ddof=1``, as ``torch.std`` in verl and
-    TRL). A group whose rewards are all equal gets advantage exactly 0 (also with
-    ``eps=0``): rounding in the float mean would otherwise leave ``O(ulp)`` residuals,
-    which the division by the ``O(ulp)`` std blows up to ``O(1)`` advantages. The
-    computation runs in units of the group's largest ``|r|``, so rewards of any magnitude
-    the dtype holds give the right advantages (``[1e20, -1e20, 0, 0]`` in float32 gives
-    ``+-sqrt(3/2)``, not the zeros of an overflowing variance).
+    with ``s`` chosen by ``scale_rewards`` (TRL's option, by name): ``"group"`` the
+    group's sample standard deviation (GRPO; ``ddof=1``, as ``torch.std`` in verl, TRL
+    and tunix), ``"batch"`` the standard deviation of all rewards of the batch (TRL's
+    ``"batch"``), ``"none"`` no division (Dr. GRPO; verl's
+    ``norm_adv_by_std_in_grpo=False``). A group whose rewards are all equal gets advantage
+    exactly 0 (also with ``eps=0``): rounding in the float mean would otherwise leave
+    ``O(ulp)`` residuals, which the division by the ``O(ulp)`` std blows up to ``O(1)``
+    advantages. The computation runs in units of the group's largest ``|r|``, so rewards of
+    any magnitude the dtype holds give the right advantages (``[1e20, -1e20, 0, 0]`` in
+    float32 gives ``+-sqrt(3/2)``, not the zeros of an overflowing variance).
+
+    Layouts: ``[..., G]`` with the group on the last axis, or, with ``group_size=G``, the
+    flat ``[num_groups * G]`` that verl, TRL and tunix pass (consecutive ``G`` rewards form
+    a group); the result has the shape of ``rewards``. A flat array without
+    ``group_size`` is one group.
 
     Args:
-      rewards: ``[..., G]``, the last axis holding the ``G >= 2`` answers to one prompt.
-      normalize_std: divide by the group std (GRPO) or not (Dr. GRPO).
-      eps: added to the std (a non-negative number).
+      rewards: ``[..., G]`` (``G >= 2``), or flat ``[num_groups * G]`` with ``group_size``.
+      group_size: ``G`` for flat rewards (a positive int >= 2 dividing their length).
+      scale_rewards: ``"group"`` (default), ``"batch"`` or ``"none"``.
+      eps: added to the std (a non-negative number; verl and tunix use 1e-6, TRL 1e-4).
 
     Returns:
-      Advantages of the same shape, float32 at least.
+      Advantages of the shape of ``rewards``, float32 at least.
+
+    Raises:
+      TypeError: non-float ``rewards``.
+      ValueError: a group axis of size < 2, a ``group_size`` that does not divide a flat
+        ``rewards``, an unknown ``scale_rewards``, a negative ``eps``.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxkl import rl
       >>> rl.group_advantages(jnp.array([[1.0, 0.0, 0.0, 1.0]]), eps=0.0)
       Array([[ 0.8660254, -0.8660254, -0.8660254,  0.8660254]], dtype=float32)
+      >>> rl.group_advantages(jnp.array([1.0, 1.0, 0.0, 1.0]), group_size=2, eps=0.0)
+      Array([ 0.        ,  0.        , -0.70710677,  0.70710677], dtype=float32)
     """
     rewards = check_float_array(rewards, "rewards")
+    check_choice(scale_rewards, "scale_rewards", SCALE_REWARDS)
+    shape = rewards.shape
+    if group_size is not None:
+        group_size = check_positive_int(group_size, "group_size")
+        if rewards.ndim != 1 or group_size < 2 or shape[0] % group_size:
+            raise ValueError(
+                f"`group_size` = {group_size} must be >= 2 and divide the length of flat "
+                f"`rewards` (shape {shape}); pass [..., G] rewards without it."
+            )
+        rewards = rewards.reshape(shape[0] // group_size, group_size)
     if rewards.ndim < 1 or rewards.shape[-1] < 2:
         raise ValueError(
             f"`rewards` must have a group axis (last) of size >= 2, got shape {rewards.shape}."
         )
     eps = check_non_negative_number(eps, "eps")
+    advantages = _group_advantages(rewards, scale_rewards, eps)
+    return advantages.reshape(shape)
+
+
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def _group_advantages(rewards: Array, scale_rewards: str, eps: float) -> Array:
+    """:func:`group_advantages` on checked ``[..., G]`` rewards."""
     r = rewards.astype(compute_dtype(rewards))
     # sum/G of G equal floats need not round back to their value: detect constant groups
     # exactly and give them 0 instead of the amplified rounding residual (or 0/0).
@@ -113,8 +155,15 @@ def group_advantages(rewards: ArrayLike, *, normalize_std: bool = True, eps: flo
     scale = jnp.where(constant, 1, magnitude * pre)  # non-constant groups have scale > 0
     scaled = (r * pre) / scale
     centered = jnp.where(constant, 0, scaled - scaled.mean(axis=-1, keepdims=True))
-    if not normalize_std:
+    if scale_rewards == "none":
         return centered * scale / pre
+    if scale_rewards == "batch":
+        # One std over every reward of the batch (TRL's "batch"), in the rewards' units;
+        # a constant batch has no spread: its advantages are the (zero) centred ones.
+        spread = r.std(ddof=1)
+        deviation = centered * scale / pre
+        safe = jnp.where(spread > 0, spread, 1)  # double-where: no 0/0 in the other branch
+        return jnp.where(spread > 0, deviation / (safe + eps), deviation)
     # Double-where: a constant group's variance 0 never reaches the sqrt, whose derivative
     # there is infinite (a NaN gradient with respect to the rewards otherwise).
     variance = scaled.var(axis=-1, ddof=1, keepdims=True)
@@ -123,11 +172,22 @@ def group_advantages(rewards: ArrayLike, *, normalize_std: bool = True, eps: flo
 
 
 class SurrogateOutput(NamedTuple):
-    """Per-token PPO clipped surrogate loss and where the clip was active."""
+    """Per-token PPO clipped surrogate loss and where the clips were active.
+
+    Attributes:
+      loss: the per-token loss.
+      ratio: ``pi / pi_old``.
+      clipped: bool, the clipped branch is active (ratio outside the clip range on the
+        side where it would improve the objective): the token has no gradient.
+      dual_clipped: bool, the dual clip is active (negative advantage, ratio above
+        ``clip_ratio_c``): the loss is ``-clip_ratio_c * A``, without gradient. All
+        False when the dual clip is off.
+    """
 
     loss: Array
     ratio: Array
     clipped: Array
+    dual_clipped: Array
 
 
 def clipped_surrogate(
@@ -137,12 +197,19 @@ def clipped_surrogate(
     *,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
+    clip_ratio_c: float | None = None,
     log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
 ) -> SurrogateOutput:
-    r"""The PPO clipped surrogate per token (to minimise).
+    r"""The PPO clipped surrogate per token (to minimise), with the optional dual clip.
 
     .. math:: \ell_t = -\min\big(\rho_t A_t,\ \mathrm{clip}(\rho_t, 1 - \epsilon_l,
-              1 + \epsilon_h) A_t\big), \quad \rho_t = e^{\log\pi - \log\pi_{old}}.
+              1 + \epsilon_h) A_t\big), \quad \rho_t = e^{\log\pi - \log\pi_{old}},
+
+    and with the dual clip (Ye et al., "Mastering Complex Control in MOBA Games with Deep
+    Reinforcement Learning", AAAI 2020; verl's ``clip_ratio_c``) ``ell_t = min(ell_t,
+    -c A_t)`` where ``A_t < 0``: a very large ratio on a token with negative advantage
+    no longer gives an unbounded loss and gradient (ratio 5, advantage -1, ``c = 3``:
+    loss 3, gradient 0; without it loss 5, gradient 5).
 
     Args:
       logprobs: ``log pi(y_t)`` ``[..., T]``.
@@ -150,11 +217,13 @@ def clipped_surrogate(
       advantages: per-token ``[..., T]`` or per-sequence ``[...]`` advantages.
       clip_eps: lower clip ``epsilon_l`` (and upper, unless ``clip_eps_high``).
       clip_eps_high: upper clip ``epsilon_h`` (DAPO's clip-higher uses 0.28).
+      clip_ratio_c: the dual clip's ``c`` (> 1; verl's default 3.0), or ``None`` (off,
+        the default, as in TRL and tunix).
       log_ratio_clip: bound on ``log rho`` before ``exp`` (verl uses 20), or ``None``.
 
     Returns:
       :class:`SurrogateOutput` with the per-token ``loss``, the ``ratio`` and the bool
-      ``clipped`` (the clipped branch is the active one, so the token has no gradient).
+      ``clipped`` and ``dual_clipped`` (where a clip is active the token has no gradient).
 
     Example:
       >>> import jax.numpy as jnp
@@ -163,40 +232,56 @@ def clipped_surrogate(
       ...                            jnp.array([1.0, -1.0]))
       >>> out.loss, out.clipped
       (Array([-1.2,  1. ], dtype=float32), Array([ True, False], dtype=bool))
+      >>> rl.clipped_surrogate(jnp.log(jnp.array([5.0])), jnp.zeros(1), jnp.array([-1.0]),
+      ...                      clip_ratio_c=3.0).loss
+      Array([3.], dtype=float32)
     """
     logprobs = check_float_array(logprobs, "logprobs")
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
     advantages = _check_advantages(advantages, logprobs.shape)
-    low, high = _check_clip_range(clip_eps, clip_eps_high)
-    log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
+    clips = _check_clips(clip_eps, clip_eps_high, clip_ratio_c, log_ratio_clip)
     dtype = compute_dtype(logprobs, old_logprobs)
     return _clipped_surrogate(
-        logprobs.astype(dtype), old_logprobs.astype(dtype), advantages.astype(dtype),
-        low, high, log_ratio_clip,
+        logprobs.astype(dtype), old_logprobs.astype(dtype), advantages.astype(dtype), clips
     )
 
 
-def _check_clip_range(clip_eps, clip_eps_high) -> tuple[float, float]:
+class _Clips(NamedTuple):
+    low: float
+    high: float
+    dual: float | None
+    log_ratio: float | None
+
+
+def _check_clips(clip_eps, clip_eps_high, clip_ratio_c, log_ratio_clip) -> _Clips:
     low = check_clip(clip_eps, "clip_eps")
     high = low if clip_eps_high is None else check_clip(clip_eps_high, "clip_eps_high")
-    return low, high
+    dual = check_clip(clip_ratio_c, "clip_ratio_c")
+    if dual is not None and not dual > 1:
+        raise ValueError(f"`clip_ratio_c` must be greater than 1 (verl's default is 3.0), "
+                         f"got {dual}.")
+    return _Clips(low, high, dual, check_clip(log_ratio_clip, "log_ratio_clip"))
 
 
-def _clipped_surrogate(
-    logp: Array, old: Array, adv: Array, low: float, high: float,
-    log_ratio_clip: float | None,
-) -> SurrogateOutput:
+def _clipped_surrogate(logp: Array, old: Array, adv: Array, clips: _Clips) -> SurrogateOutput:
     """:func:`clipped_surrogate` on checked inputs of one shape and compute dtype."""
     chex.assert_equal_shape([logp, old, adv])
     chex.assert_type([logp, old, adv], logp.dtype)
     log_ratio = logp - old
-    if log_ratio_clip is not None:
-        log_ratio = jnp.clip(log_ratio, -log_ratio_clip, log_ratio_clip)
+    if clips.log_ratio is not None:
+        log_ratio = jnp.clip(log_ratio, -clips.log_ratio, clips.log_ratio)
     ratio = jnp.exp(log_ratio)
     unclipped = ratio * adv
-    clipped = jnp.clip(ratio, 1 - low, 1 + high) * adv
-    return SurrogateOutput(-jnp.minimum(unclipped, clipped), ratio, clipped < unclipped)
+    clipped = jnp.clip(ratio, 1 - clips.low, 1 + clips.high) * adv
+    loss = -jnp.minimum(unclipped, clipped)
+    if clips.dual is None:
+        dual_clipped = jnp.zeros(loss.shape, bool)
+    else:
+        bound = -clips.dual * adv
+        dual_clipped = (adv < 0) & (loss > bound)
+        loss = jnp.where(dual_clipped, bound, loss)
+    return SurrogateOutput(loss, ratio, clipped < unclipped, dual_clipped)
 
 
 def _check_advantages(advantages, token_shape) -> Array:
@@ -217,10 +302,19 @@ class GRPOMetrics(NamedTuple):
 
     Attributes:
       policy_loss: the mean clipped surrogate.
-      kl: the mean KL value (0 when the KL term is dropped).
+      kl: the mean per-token KL estimate against ``ref_logprobs`` with the ``kl`` options,
+        computed whenever ``ref_logprobs`` is given, also when ``kl_coef`` is 0 (what is
+        logged need not be what is optimised); 0 when ``ref_logprobs`` is not given.
       clip_fraction: the fraction of tokens whose clipped branch is active.
       ratio_mean: the mean ratio ``pi / pi_old``.
       ratio_max: the largest ratio over valid tokens (0 when none is valid).
+      ratio_min: the smallest ratio over valid tokens (0 when none is valid).
+      clip_fraction_low: tokens clipped at ``1 - clip_eps`` (negative advantage).
+      clip_fraction_high: tokens clipped at ``1 + clip_eps_high`` (positive advantage).
+      dual_clip_fraction: tokens where the dual clip is active (verl's
+        ``pg_clipfrac_lower``).
+      ppo_kl: the mean of ``log pi_old - log pi`` over the sampled tokens, a k1 estimate of
+        KL(pi_old || pi) (verl's ``ppo_kl``; TRL and tunix log the same quantity).
     """
 
     policy_loss: Array
@@ -228,6 +322,11 @@ class GRPOMetrics(NamedTuple):
     clip_fraction: Array
     ratio_mean: Array
     ratio_max: Array
+    ratio_min: Array
+    clip_fraction_low: Array
+    clip_fraction_high: Array
+    dual_clip_fraction: Array
+    ppo_kl: Array
 
 
 # The default KL options of grpo_loss (k3, natural gradient, the default clamps).
@@ -236,7 +335,7 @@ _DEFAULT_KL = KLConfig()
 
 def grpo_loss(
     logprobs: ArrayLike,
-    old_logprobs: ArrayLike,
+    old_logprobs: ArrayLike | None,
     advantages: ArrayLike,
     mask: ArrayLike,
     *,
@@ -245,8 +344,11 @@ def grpo_loss(
     kl: KLConfig = _DEFAULT_KL,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
+    clip_ratio_c: float | None = None,
+    log_ratio_clip: float | None = DEFAULT_LOG_RATIO_CLIP,
     aggregation: str = "token-mean",
     normalizer: ArrayLike | None = None,
+    global_count: ArrayLike | None = None,
 ) -> tuple[Array, GRPOMetrics]:
     r"""The GRPO loss (to minimise) and its metrics.
 
@@ -262,7 +364,9 @@ def grpo_loss(
 
     Args:
       logprobs: ``log pi_theta(y_t)`` ``[..., T]`` (differentiate with respect to this).
-      old_logprobs: ``log pi_old(y_t)`` of the policy that sampled the tokens.
+      old_logprobs: ``log pi_old(y_t)`` of the policy that sampled the tokens, or
+        ``None`` on-policy: then ``stop_gradient(logprobs)`` (ratio 1 with the policy
+        gradient's value), as TRL and tunix do with one update per batch.
       advantages: per-sequence ``[...]`` (e.g. :func:`group_advantages`) or per-token.
       mask: bool/0-1 ``[..., T]`` of valid response tokens.
       ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0.
@@ -272,9 +376,11 @@ def grpo_loss(
         ``gradient``, ``log_ratio_clip``, ``value_clip`` as in :func:`jaxkl.rl.token_kl`;
         ``placement`` must be ``"loss"``). Default ``KLConfig()``: k3, natural gradient,
         log-ratio clamp 20, no value clamp.
-      clip_eps, clip_eps_high: the PPO clip range.
-      aggregation, normalizer: passed to :func:`jaxkl.rl.aggregate` as ``mode``,
-        ``normalizer``.
+      clip_eps, clip_eps_high, clip_ratio_c, log_ratio_clip: the surrogate's clips, as in
+        :func:`clipped_surrogate` (``clip_ratio_c``, the dual clip, off by default).
+      aggregation, normalizer, global_count: passed to :func:`jaxkl.rl.aggregate` as
+        ``mode``, ``normalizer``, ``global_count`` (the whole batch's count, so that
+        micro-batch losses add up to the full batch's).
 
     Returns:
       ``(loss, metrics)``, ready for ``jax.value_and_grad(..., has_aux=True)``; metrics
@@ -303,6 +409,8 @@ def grpo_loss(
     """
     # Checks, once per argument.
     logprobs = check_float_array(logprobs, "logprobs")
+    if old_logprobs is None:
+        old_logprobs = jax.lax.stop_gradient(logprobs)
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
     valid = check_mask(mask, logprobs.shape)
@@ -313,21 +421,22 @@ def grpo_loss(
             f"{kl.placement!r}; for the reward placement use kl_penalized_rewards."
         )
     advantages = _check_advantages(advantages, logprobs.shape)
-    low, high = _check_clip_range(clip_eps, clip_eps_high)
+    clips = _check_clips(clip_eps, clip_eps_high, clip_ratio_c, log_ratio_clip)
     if logprobs.ndim < 1:
         raise ValueError("`logprobs` must have a token axis (rank >= 1), got a scalar.")
     # Named `mode`, as aggregate (which it is passed to) names it; tests match that name.
     check_choice(aggregation, "mode", MODES)
     normalizer = check_normalizer(normalizer, aggregation, logprobs.shape[-1])
+    global_count = check_global_count(global_count, aggregation)
     check_scalar(kl_coef, "kl_coef")
     # A concrete zero (a number, a NumPy or a 0-d JAX array) drops the KL term, and with
     # it the need for ref_logprobs; a traced coefficient keeps it (its value is unknown).
     coef_value = concrete_value(kl_coef)
     use_kl = coef_value is None or coef_value != 0
     inputs = [logprobs, old_logprobs]
-    if use_kl:
-        if ref_logprobs is None:
-            raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
+    if use_kl and ref_logprobs is None:
+        raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
+    if ref_logprobs is not None:
         ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
         check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
         inputs.append(ref_logprobs)
@@ -340,28 +449,44 @@ def grpo_loss(
         jnp.where(valid, x.astype(dtype), jnp.zeros((), dtype))
         for x in (logprobs, old_logprobs, advantages)
     )
-    surrogate = _clipped_surrogate(logp, old, adv, low, high, DEFAULT_LOG_RATIO_CLIP)
+    surrogate = _clipped_surrogate(logp, old, adv, clips)
     count = count_mask(valid, dtype, per_row=needs_row_counts(aggregation))
     per_token = surrogate.loss
     kl_mean = jnp.zeros((), dtype)
-    if use_kl:
+    if ref_logprobs is not None:
         values = token_kl_values(
             kl, logp, ref_logprobs.astype(dtype),
             old if kl.gradient == "importance_weighted" else None, valid,
         )
-        per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * values
         kl_mean = masked_mean(jax.lax.stop_gradient(values), valid, count)
-    loss = aggregate_values(per_token, valid, aggregation, normalizer, count)
+        if use_kl:
+            per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * values
+    loss = aggregate_values(per_token, valid, aggregation, normalizer, count, global_count)
+    return loss, _metrics(jax.lax.stop_gradient(surrogate), logp, old, adv, valid, count,
+                          kl_mean, clips)
 
-    frozen = jax.lax.stop_gradient(surrogate)
-    metrics = GRPOMetrics(
-        policy_loss=masked_mean(frozen.loss, valid, count),
+
+def _metrics(surrogate: SurrogateOutput, logp: Array, old: Array, adv: Array, valid: Array,
+             count, kl_mean: Array, clips: _Clips) -> GRPOMetrics:
+    dtype = logp.dtype
+
+    def mean(x):
+        return masked_mean(x.astype(dtype), valid, count)
+
+    ratio = surrogate.ratio
+    low = surrogate.clipped & (adv < 0)
+    return GRPOMetrics(
+        policy_loss=mean(surrogate.loss),
         kl=kl_mean,
-        clip_fraction=masked_mean(frozen.clipped.astype(dtype), valid, count),
-        ratio_mean=masked_mean(frozen.ratio, valid, count),
-        ratio_max=jnp.max(jnp.where(valid, frozen.ratio, -jnp.inf), initial=0.0),
+        clip_fraction=mean(surrogate.clipped),
+        ratio_mean=mean(ratio),
+        ratio_max=jnp.max(jnp.where(valid, ratio, -jnp.inf), initial=0.0),
+        ratio_min=jnp.where(valid.any(), jnp.min(jnp.where(valid, ratio, jnp.inf)), 0.0),
+        clip_fraction_low=mean(low),
+        clip_fraction_high=mean(surrogate.clipped & ~low),
+        dual_clip_fraction=mean(surrogate.dual_clipped),
+        ppo_kl=mean(jax.lax.stop_gradient(old - logp)),
     )
-    return loss, metrics
 
 
 class KLControllerState(NamedTuple):
