@@ -604,3 +604,40 @@ def test_metrics_match_numpy():
     np.testing.assert_allclose(float(metrics.ratio_max), ratio[mask].max(), rtol=1e-6)
     np.testing.assert_allclose(float(metrics.ppo_kl), (old - logp.astype(np.float64))[mask].mean(),
                                rtol=1e-5)
+
+
+def test_peer_names_mean_what_the_peers_mean():
+    """verl's/tunix's estimator names and TRL's/tunix's aggregation names (vocabulary);
+    names that differ between peers are refused with an explanation."""
+    logp, old, ref, adv, mask = random_rollout(9)
+
+    def kl_values(estimator, gradient="natural"):
+        fn = lambda x: rl.token_kl(x, ref, estimator=estimator, gradient=gradient, mask=mask)
+        return fn(logp), jax.grad(lambda x: fn(x).sum())(logp)
+
+    for alias, name in (("kl", "k1"), ("mse", "k2"), ("mse_kl", "k2"), ("low_var_kl", "k3")):
+        for got, want in zip(kl_values(alias), kl_values(name), strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    for got, want in zip(kl_values("k3+"), kl_values("k3", "straight_through"), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(ValueError, match="rl.full_kl"):
+        rl.token_kl(logp, ref, estimator="full")
+    with pytest.raises(ValueError, match="conflicts with `gradient`"):
+        rl.token_kl(logp, ref, estimator="k3+", gradient="importance_weighted",
+                    old_logprobs=old)
+    config = rl.KLConfig("low_var_kl+")
+    a = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl=config)[0]
+    b = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                     kl=rl.KLConfig("k3", gradient="straight_through"))[0]
+    assert float(a) == float(b)
+
+    values = jnp.asarray(np.random.default_rng(10).normal(size=mask.shape), jnp.float32)
+    for alias, mode in (("grpo", "seq-mean-token-mean"), ("bnpo", "token-mean"),
+                        ("dapo", "token-mean"), ("dr_grpo", "seq-mean-token-sum-norm"),
+                        ("sequence-mean-token-scale", "seq-mean-token-sum-norm")):
+        assert float(rl.aggregate(values, mask, mode=alias)) == float(
+            rl.aggregate(values, mask, mode=mode))
+    with pytest.raises(ValueError, match="tunix's 'sequence-mean-token-sum-norm'"):
+        rl.aggregate(values, mask, mode="sequence-mean-token-sum-norm")
+    with pytest.raises(ValueError, match="Unknown `mode`"):
+        rl.grpo_loss(logp, old, adv, mask, aggregation="mean")

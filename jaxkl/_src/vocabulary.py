@@ -40,3 +40,45 @@ from the same samples (:func:`jaxkl.optimal_cv_lambda` discusses its O(1/n) bias
 ESTIMATE_ALIASES: dict[str, str] = {"forward": "forward_kl"}
 """Names :func:`jaxkl.estimate` accepted before the common vocabulary; the result is keyed
 by the name the caller passed."""
+
+TOKEN_ESTIMATOR_ALIASES: dict[str, str] = {
+    "kl": "k1",
+    "mse": "k2",
+    "mse_kl": "k2",
+    "low_var_kl": "k3",
+}
+"""The peers' names of the per-token estimators, accepted by :func:`jaxkl.rl.token_kl` and
+:class:`jaxkl.rl.KLConfig`: verl's ``kl_penalty`` (``kl``/``k1``, ``mse``/``k2``,
+``low_var_kl``/``k3``, ``abs``; verl 0.9.1 ``verl/trainer/ppo/core_algos.py``) and
+tunix's (``kl``, ``mse_kl``, ``low_var_kl``; google-tunix 0.1.7 ``tunix/rl/common.py``).
+verl's trailing ``+`` (``"k3+"``, ``"low_var_kl+"``) means the value of the estimator with
+k2's gradient: jaxkl's ``gradient="straight_through"``."""
+
+TOKEN_ESTIMATOR_REFUSED: dict[str, str] = {
+    "full": "verl's 'full' is the exact KL over the vocabulary, which needs the logits: use "
+            "jaxkl.rl.full_kl(logits, ref_logits) for the per-token values.",
+}
+"""Peer names jaxkl cannot honour from per-token log-probabilities, with what to use."""
+
+AGGREGATION_ALIASES: dict[str, str] = {
+    "grpo": "seq-mean-token-mean",
+    "bnpo": "token-mean",
+    "dapo": "token-mean",
+    "dr_grpo": "seq-mean-token-sum-norm",
+    "sequence-mean-token-mean": "seq-mean-token-mean",
+    "sequence-mean-token-scale": "seq-mean-token-sum-norm",
+}
+"""The peers' loss-aggregation names that mean one of jaxkl's modes: TRL's ``loss_type``
+(``grpo``, ``bnpo``, ``dr_grpo``, ``dapo``; trl 1.16.0 ``GRPOConfig``; ``dapo`` divides by
+the whole batch's token count, pass it as ``global_count``; ``dr_grpo`` divides by all
+rows, empty ones included, where jaxkl counts the rows with a valid token) and tunix's
+``loss_agg_mode`` (``sequence-mean-token-mean``, ``sequence-mean-token-scale`` = Dr. GRPO).
+verl's names are jaxkl's own."""
+
+AGGREGATION_REFUSED: dict[str, str] = {
+    "sequence-mean-token-sum-norm": "tunix's 'sequence-mean-token-sum-norm' divides each "
+    "sequence's token sum by the number of non-empty rows (jaxkl's 'seq-mean-token-sum'), "
+    "while verl's 'seq-mean-token-sum-norm' (jaxkl's) is Dr. GRPO's constant normaliser "
+    "(tunix's 'sequence-mean-token-scale'): name the one you mean.",
+}
+"""Peer aggregation names that mean different things in different libraries."""

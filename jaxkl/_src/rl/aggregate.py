@@ -29,6 +29,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxkl._src import vocabulary
 from jaxkl._src.validation import (
     check_choice,
     check_float_array,
@@ -121,6 +122,15 @@ def check_normalizer(normalizer, mode: str, length: int) -> ArrayLike | None:
     if not isinstance(normalizer, jax.core.Tracer) and not float(normalizer) > 0:
         raise ValueError(f"`normalizer` must be positive, got {normalizer}.")
     return normalizer
+
+
+def resolve_mode(mode, name: str = "mode") -> str:
+    """``mode`` checked, the peers' unambiguous names mapped to jaxkl's (vocabulary)."""
+    if isinstance(mode, str) and mode in vocabulary.AGGREGATION_REFUSED:
+        raise ValueError(f"`{name}` {mode!r}: {vocabulary.AGGREGATION_REFUSED[mode]}")
+    if isinstance(mode, str):
+        mode = vocabulary.AGGREGATION_ALIASES.get(mode, mode)
+    return check_choice(mode, name, MODES + tuple(vocabulary.AGGREGATION_ALIASES))
 
 
 def check_global_count(global_count, mode: str) -> ArrayLike | None:
@@ -227,7 +237,7 @@ def aggregate(
     if values.ndim < 1:
         raise ValueError("`values` must have a token axis (rank >= 1), got a scalar.")
     valid = check_mask(mask, values.shape)
-    check_choice(mode, "mode", MODES)
+    mode = resolve_mode(mode)
     normalizer = check_normalizer(normalizer, mode, values.shape[-1])
     global_count = check_global_count(global_count, mode)
     dtype = compute_dtype(values)

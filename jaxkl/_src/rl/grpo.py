@@ -34,13 +34,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxkl._src.rl.aggregate import (
-    MODES,
     aggregate_values,
     check_global_count,
     check_normalizer,
     count_mask,
     masked_mean,
     needs_row_counts,
+    resolve_mode,
 )
 from jaxkl._src.rl.token_kl import (
     DEFAULT_LOG_RATIO_CLIP,
@@ -425,7 +425,7 @@ def grpo_loss(
     if logprobs.ndim < 1:
         raise ValueError("`logprobs` must have a token axis (rank >= 1), got a scalar.")
     # Named `mode`, as aggregate (which it is passed to) names it; tests match that name.
-    check_choice(aggregation, "mode", MODES)
+    aggregation = resolve_mode(aggregation)
     normalizer = check_normalizer(normalizer, aggregation, logprobs.shape[-1])
     global_count = check_global_count(global_count, aggregation)
     check_scalar(kl_coef, "kl_coef")

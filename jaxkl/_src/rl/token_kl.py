@@ -98,6 +98,29 @@ class KLConfig(NamedTuple):
         return f"{self.estimator} {self.placement} {self.gradient}"
 
 
+def resolve_estimator(estimator, gradient: str, name: str = "estimator",
+                      gradient_name: str = "gradient") -> tuple[str, str]:
+    """``(estimator, gradient)`` with the peers' names resolved (vocabulary), checked.
+
+    A trailing ``+`` (verl) asks for k2's gradient: ``straight_through``.
+    """
+    if isinstance(estimator, str) and estimator in vocabulary.TOKEN_ESTIMATOR_REFUSED:
+        raise ValueError(f"`{name}` {estimator!r}: "
+                         f"{vocabulary.TOKEN_ESTIMATOR_REFUSED[estimator]}")
+    if isinstance(estimator, str) and estimator.endswith("+") and len(estimator) > 1:
+        if gradient not in ("natural", "straight_through"):
+            raise ValueError(
+                f"`{name}` {estimator!r} (verl's straight-through form) sets the gradient to "
+                f"'straight_through'; it conflicts with `{gradient_name}` = {gradient!r}."
+            )
+        estimator, gradient = estimator[:-1], "straight_through"
+    if isinstance(estimator, str):
+        estimator = vocabulary.TOKEN_ESTIMATOR_ALIASES.get(estimator, estimator)
+    check_choice(estimator, name, ESTIMATORS + tuple(vocabulary.TOKEN_ESTIMATOR_ALIASES))
+    check_choice(gradient, gradient_name, GRADIENTS)
+    return estimator, gradient
+
+
 def check_kl_config(config, name: str = "kl") -> KLConfig:
     """A :class:`KLConfig` with validated fields, errors naming ``name.field``.
 
@@ -110,10 +133,12 @@ def check_kl_config(config, name: str = "kl") -> KLConfig:
             f"value_clip), got {config!r}."
         )
     config = KLConfig(*config)
-    check_choice(config.estimator, f"{name}.estimator", ESTIMATORS)
+    estimator, gradient = resolve_estimator(config.estimator, config.gradient,
+                                            f"{name}.estimator", f"{name}.gradient")
     check_choice(config.placement, f"{name}.placement", PLACEMENTS)
-    check_choice(config.gradient, f"{name}.gradient", GRADIENTS)
     return config._replace(
+        estimator=estimator,
+        gradient=gradient,
         log_ratio_clip=check_clip(config.log_ratio_clip, f"{name}.log_ratio_clip"),
         value_clip=check_clip(config.value_clip, f"{name}.value_clip"),
     )
@@ -327,8 +352,7 @@ def token_kl(
     logprobs = check_float_array(logprobs, "logprobs")
     ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
     check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
-    check_choice(estimator, "estimator", ESTIMATORS)
-    check_choice(gradient, "gradient", GRADIENTS)
+    estimator, gradient = resolve_estimator(estimator, gradient)
     log_ratio_clip = check_clip(log_ratio_clip, "log_ratio_clip")
     value_clip = check_clip(value_clip, "value_clip")
     inputs = [logprobs, ref_logprobs]
@@ -440,7 +464,10 @@ def kl_penalized_rewards(
         )
     ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
     check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
-    check_choice(estimator, "estimator", ESTIMATORS)
+    if isinstance(estimator, str) and estimator.endswith("+"):
+        raise ValueError(f"`estimator` {estimator!r} names a gradient option, and rewards "
+                         "carry no gradient; use the estimator without '+'.")
+    estimator, _ = resolve_estimator(estimator, "natural")
     if isinstance(log_ratio_clip, str):
         if log_ratio_clip != "auto":
             raise ValueError(
