@@ -480,3 +480,25 @@ def test_vmap_of_the_gradient_equals_the_row_by_row_gradient(gradient):
     looped = np.stack([np.asarray(grad_row(a, b, o)) for a, b, o in rows])
     np.testing.assert_array_equal(batched, looped)
     assert np.isfinite(batched).all()
+
+
+def test_kl_penalty_to_go_is_the_reverse_cumulative_penalty():
+    """Against a Python loop: P_t = -beta sum_{s >= t, valid} k1(l_s); with k1 the first
+    token's value is -beta (log pi(y) - log pi_ref(y)) over the valid tokens."""
+    rng = np.random.default_rng(12)
+    logp = -np.abs(rng.normal(size=(3, 7))).astype(np.float32)
+    ref = -np.abs(rng.normal(size=(3, 7))).astype(np.float32)
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3, [0] * 7], bool)
+    got = np.asarray(rl.kl_penalty_to_go(logp, ref, mask, kl_coef=0.1))
+    want = np.zeros((3, 7))
+    for i in range(3):
+        total = 0.0
+        for t in reversed(range(7)):
+            if mask[i, t]:
+                total += -0.1 * (float(logp[i, t]) - float(ref[i, t]))
+                want[i, t] = total
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    sequence_kl = (logp.astype(np.float64) - ref)[0].sum()
+    np.testing.assert_allclose(got[0, 0], -0.1 * sequence_kl, rtol=1e-5)
+    grad = jax.grad(lambda x: rl.kl_penalty_to_go(x, ref, mask, kl_coef=0.1).sum())(logp)
+    assert not np.asarray(grad).any()

@@ -5,8 +5,9 @@ full-vocabulary KL and the GRPO objective.
   and sampled tokens to the log-probabilities, entropies and mask a loss needs.
 - :func:`token_kl`: the per-token KL(pi || pi_ref) estimate (k1, k2, k3, abs) with
   clamping and the gradient options (natural, straight-through, importance-weighted).
-- :func:`kl_penalized_rewards`: the KL placed in the reward (k1), whose score-function
-  gradient is the reverse-KL gradient.
+- :func:`kl_penalized_rewards`, :func:`kl_penalty_to_go`: the KL placed in the reward
+  (k1), whose score-function gradient is the reverse-KL gradient, and its returns-to-go
+  to add to GRPO advantages.
 - :func:`aggregate`: the masked loss reductions of verl/TRL/Dr. GRPO.
 - :func:`full_kl`: exact per-token KL over the vocabulary from logits, streamed, with a
   memory-bounded custom JVP (forward and reverse mode).
@@ -39,6 +40,7 @@ from jaxkl._src.rl.token_kl import (
     GRADIENTS,
     KLConfig,
     kl_penalized_rewards,
+    kl_penalty_to_go,
     token_kl,
 )
 from jaxkl.rl import audit, tabular
@@ -66,6 +68,7 @@ __all__ = [
     "group_advantages",
     "grpo_loss",
     "kl_penalized_rewards",
+    "kl_penalty_to_go",
     "response_mask",
     "tabular",
     "token_kl",

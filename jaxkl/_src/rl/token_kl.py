@@ -490,3 +490,56 @@ def kl_penalized_rewards(
         kl_coef, dtype
     ) * penalty
     return jax.lax.stop_gradient(jnp.where(valid, rewards, 0))
+
+
+def kl_penalty_to_go(
+    logprobs: ArrayLike,
+    ref_logprobs: ArrayLike,
+    mask: ArrayLike,
+    *,
+    kl_coef: ArrayLike,
+    estimator: str = "k1",
+    log_ratio_clip: float | str | None = "auto",
+    value_clip: float | None = None,
+) -> Array:
+    r"""The KL penalty's returns-to-go: ``-beta sum_{s >= t} k(l_s)`` per token, no gradient.
+
+    .. math:: P_t = -\beta \sum_{s \ge t} m_s\, \mathrm{sg}(k(l_s)), \quad
+              l_s = \log \pi_{ref}(y_s) - \log \pi(y_s)
+
+    The per-token rewards of :func:`kl_penalized_rewards` without the score, summed from
+    each token to the end of its sequence (undiscounted, as GRPO's outcome reward is).
+    Added to group-normalised advantages, ``advantages[..., None] + kl_penalty_to_go(...)``
+    puts "k1 in the reward" into a GRPO loss in one call: the score-function gradient of
+    the penalty is then the sequence-level reverse-KL gradient ``-beta grad KL(pi ||
+    pi_ref)``, which no per-token KL loss gives (Tang & Munos 2025, Sec. 4).
+
+    Args:
+      logprobs: ``log pi(y_t)`` of the sampling policy, ``[..., T]`` (rank >= 1).
+      ref_logprobs: ``log pi_ref(y_t)``, same shape.
+      mask: bool/0-1 ``[..., T]`` of valid tokens.
+      kl_coef: ``beta`` (a scalar, may be traced).
+      estimator, log_ratio_clip, value_clip: as in :func:`kl_penalized_rewards`.
+
+    Returns:
+      Float32 (at least) ``[..., T]``, 0 at masked tokens, no gradient.
+
+    Raises:
+      TypeError, ValueError: as :func:`kl_penalized_rewards`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxkl import rl
+      >>> rl.kl_penalty_to_go(jnp.array([[-1.0, -2.0, 0.0]]), jnp.array([[-1.5, -1.0, 0.0]]),
+      ...                     jnp.array([[True, True, False]]), kl_coef=0.1)
+      Array([[0.05, 0.1 , 0.  ]], dtype=float32)
+    """
+    logprobs = check_float_array(logprobs, "logprobs")
+    if logprobs.ndim < 1:
+        raise ValueError("`logprobs` must have a token axis (rank >= 1).")
+    scores = jnp.zeros(logprobs.shape[:-1], compute_dtype(logprobs))
+    rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, kl_coef=kl_coef,
+                                   estimator=estimator, log_ratio_clip=log_ratio_clip,
+                                   value_clip=value_clip)
+    to_go = jnp.flip(jnp.cumsum(jnp.flip(rewards, -1), axis=-1), -1)
+    return jnp.where(check_mask(mask, logprobs.shape), to_go, 0)
