@@ -641,3 +641,24 @@ def test_peer_names_mean_what_the_peers_mean():
         rl.aggregate(values, mask, mode="sequence-mean-token-sum-norm")
     with pytest.raises(ValueError, match="Unknown `mode`"):
         rl.grpo_loss(logp, old, adv, mask, aggregation="mean")
+
+
+def test_sequence_level_importance_ratio_is_gspo():
+    """TRL's importance_sampling_level="sequence" (GSPO): s_i = exp(mean_t (logp - old))
+    over valid tokens; loss -min(s_i A_i, clip(s_i) A_i) on each valid token; the gradient
+    of an unclipped sequence is -A_i s_i / n_i per valid token (token-mean: / count)."""
+    logp, old, _, adv, mask = random_rollout(13)
+    loss_fn = lambda x: rl.grpo_loss(x, old, adv, mask, importance_sampling_level="sequence")[0]
+    loss, grad = jax.value_and_grad(loss_fn)(logp)
+    lr = np.where(mask, logp.astype(np.float64) - old, 0)
+    n = mask.sum(-1)
+    s = np.exp(lr.sum(-1) / np.maximum(n, 1))
+    per_seq = -np.minimum(s * adv, np.clip(s, 0.8, 1.2) * adv)
+    per_token = np.where(mask, per_seq[:, None], 0)
+    np.testing.assert_allclose(float(loss), per_token.sum() / mask.sum(), rtol=1e-5)
+    clipped = np.clip(s, 0.8, 1.2) * adv < s * adv
+    coefficient = np.where(clipped, 0, -adv * s / np.maximum(n, 1))
+    want = np.where(mask, (coefficient * n)[:, None], 0) / mask.sum()
+    np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="`importance_sampling_level`"):
+        rl.grpo_loss(logp, old, adv, mask, importance_sampling_level="seq")

@@ -349,6 +349,7 @@ def grpo_loss(
     aggregation: str = "token-mean",
     normalizer: ArrayLike | None = None,
     global_count: ArrayLike | None = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[Array, GRPOMetrics]:
     r"""The GRPO loss (to minimise) and its metrics.
 
@@ -381,6 +382,10 @@ def grpo_loss(
       aggregation, normalizer, global_count: passed to :func:`jaxkl.rl.aggregate` as
         ``mode``, ``normalizer``, ``global_count`` (the whole batch's count, so that
         micro-batch losses add up to the full batch's).
+      importance_sampling_level: ``"token"`` (PPO/GRPO: one ratio per token) or
+        ``"sequence"`` (GSPO, Zheng et al. 2025, arXiv:2507.18071; TRL's option of this
+        name): one ratio per sequence, ``exp`` of the mean token log-ratio over its valid
+        tokens, clipped and applied to every token of the sequence.
 
     Returns:
       ``(loss, metrics)``, ready for ``jax.value_and_grad(..., has_aux=True)``; metrics
@@ -426,6 +431,7 @@ def grpo_loss(
         raise ValueError("`logprobs` must have a token axis (rank >= 1), got a scalar.")
     # Named `mode`, as aggregate (which it is passed to) names it; tests match that name.
     aggregation = resolve_mode(aggregation)
+    check_choice(importance_sampling_level, "importance_sampling_level", ("token", "sequence"))
     normalizer = check_normalizer(normalizer, aggregation, logprobs.shape[-1])
     global_count = check_global_count(global_count, aggregation)
     check_scalar(kl_coef, "kl_coef")
@@ -449,8 +455,17 @@ def grpo_loss(
         jnp.where(valid, x.astype(dtype), jnp.zeros((), dtype))
         for x in (logprobs, old_logprobs, advantages)
     )
-    surrogate = _clipped_surrogate(logp, old, adv, clips)
-    count = count_mask(valid, dtype, per_row=needs_row_counts(aggregation))
+    sequence_level = importance_sampling_level == "sequence"
+    count = count_mask(valid, dtype, per_row=sequence_level or needs_row_counts(aggregation))
+    if sequence_level:
+        # GSPO: one ratio per sequence, exp of the mean token log-ratio over its valid
+        # tokens (the gradient flows through the mean: 1/n_i per token).
+        row_log_ratio = (logp - old).sum(-1) / jnp.maximum(count.rows, 1).reshape(
+            logp.shape[:-1])
+        surrogate = _clipped_surrogate(
+            jnp.where(valid, old + row_log_ratio[..., None], 0), old, adv, clips)
+    else:
+        surrogate = _clipped_surrogate(logp, old, adv, clips)
     per_token = surrogate.loss
     kl_mean = jnp.zeros((), dtype)
     if ref_logprobs is not None:
