@@ -662,3 +662,24 @@ def test_sequence_level_importance_ratio_is_gspo():
     np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="`importance_sampling_level`"):
         rl.grpo_loss(logp, old, adv, mask, importance_sampling_level="seq")
+
+
+@pytest.mark.parametrize("name", ["verl", "trl", "tunix"])
+def test_presets_are_grpo_loss_options(name):
+    """Each preset runs through grpo_loss and group_advantages and equals the same options
+    spelled out; verl's carries the dual clip (ratio 5, advantage -1: loss 3)."""
+    preset = getattr(rl.presets, name)()
+    logp, old, ref, _, mask = random_rollout(14, shape=(8, 6))
+    rewards = np.random.default_rng(15).normal(size=8).astype(np.float32)
+    adv = rl.group_advantages(rewards, group_size=4, **preset.advantage_kwargs())
+    loss, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, **preset.loss_kwargs())
+    explicit, _ = rl.grpo_loss(
+        logp, old, adv, mask, ref_logprobs=ref, kl_coef=preset.kl_coef, kl=preset.kl,
+        clip_eps=preset.clip_eps, clip_eps_high=preset.clip_eps_high,
+        clip_ratio_c=preset.clip_ratio_c, log_ratio_clip=preset.log_ratio_clip,
+        aggregation=preset.aggregation)
+    assert float(loss) == float(explicit) and np.isfinite(float(metrics.kl))
+    assert preset.source.split()[0] in ("verl", "trl", "google-tunix")
+    dual, _ = rl.grpo_loss(jnp.log(jnp.array([[5.0]])), jnp.zeros((1, 1)), jnp.array([-1.0]),
+                           jnp.ones((1, 1), bool), **preset._replace(kl_coef=0.0).loss_kwargs())
+    np.testing.assert_allclose(float(dual), 3.0 if name == "verl" else 5.0, rtol=1e-6)

@@ -15,7 +15,8 @@ full-vocabulary KL and the GRPO objective.
   :func:`adaptive_kl_controller`, :func:`fixed_kl_controller`: GRPO.
 - :mod:`audit` (:func:`audit_categorical`, :func:`audit_sequence`): the exact expected
   gradient of every KL configuration, by enumeration; :mod:`tabular`: a small tabular
-  autoregressive policy whose sequences can be enumerated.
+  autoregressive policy whose sequences can be enumerated; :mod:`presets`: verl's, TRL's
+  and tunix's GRPO defaults as jaxkl options.
 """
 
 
@@ -43,7 +44,7 @@ from jaxkl._src.rl.token_kl import (
     kl_penalty_to_go,
     token_kl,
 )
-from jaxkl.rl import audit, tabular
+from jaxkl.rl import audit, presets, tabular
 
 __all__ = [
     "DEFAULT_LOG_RATIO_CLIP",
@@ -69,6 +70,7 @@ __all__ = [
     "grpo_loss",
     "kl_penalized_rewards",
     "kl_penalty_to_go",
+    "presets",
     "response_mask",
     "tabular",
     "token_kl",
