@@ -5,6 +5,7 @@ tour of the code, and the README the commands.
 """
 
 from jaxkl import families, fitting, rl, sharding, stats
+from jaxkl._src.version import __version__ as __version__
 from jaxkl.estimators import (
     DIVERGENCE_NAMES,
     F_DIVERGENCES,
@@ -39,8 +40,6 @@ from jaxkl.reference import (
     reference_kl,
 )
 from jaxkl.stats import Interval, Stats, describe, relative_error
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DIVERGENCE_NAMES",

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "jaxkl"
 # Layers from the bottom up (docs/design.md): a module may import its own layer or lower
 # ones, never a higher one. Keys are module-name prefixes under jaxkl._src.
 LAYERS = [
-    ("foundation", ("validation", "numerics", "linalg", "vocabulary")),
+    ("foundation", ("validation", "numerics", "linalg", "vocabulary", "version")),
     ("estimators", ("estimators",)),
     ("statistics", ("stats",)),
     ("distributions", ("distributions",)),
@@ -123,6 +123,7 @@ def test_no_module_imports_a_private_name_of_another_module():
         for module in MODULES
         for target, name in _imports(module)
         if name is not None and name.startswith("_") and target != module
+        and not (name.startswith("__") and name.endswith("__"))  # dunders are not private
     ]
     assert not offences, "\n".join(offences)
 
@@ -215,3 +216,24 @@ def test_pip_install_puts_only_jaxkl_into_site_packages():
     packages = setuptools.find_packages(str(ROOT), include=include)
     assert {p.split(".")[0] for p in packages} == {"jaxkl"}, packages
     assert "jaxkl._src.rl" in packages and "jaxkl.rl" in packages
+
+
+def test_the_version_is_written_in_one_place():
+    """pyproject.toml reads it from jaxkl/_src/version.py; the installed metadata, the
+    README's citation and the CHANGELOG's newest entry agree with it."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    import jaxkl
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in config["project"] and "version" in config["project"]["dynamic"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"]["attr"] == (
+        "jaxkl._src.version.__version__")
+    assert importlib.metadata.version("jaxkl") == jaxkl.__version__
+    assert f"Version {jaxkl.__version__}" in (ROOT / "README.md").read_text()
+    newest = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), re.M).group(1)
+    assert newest == jaxkl.__version__
+    assert (PACKAGE / "py.typed").exists()
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["jaxkl"]
