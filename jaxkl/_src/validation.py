@@ -53,6 +53,19 @@ def check_integer_array(x, name: str) -> jax.Array:
     return x
 
 
+def check_logits(logits, name: str = "logits") -> jax.Array:
+    """Float logits with a non-empty vocabulary axis (last), else ``TypeError``/``ValueError``."""
+    logits = check_float_array(logits, name)
+    if logits.ndim < 1:
+        raise ValueError(f"`{name}` must have a vocabulary axis (rank >= 1), got a scalar.")
+    if logits.shape[-1] == 0:
+        raise ValueError(
+            f"`{name}` has an empty vocabulary axis (shape {logits.shape}): a softmax over no "
+            "entries is not a distribution."
+        )
+    return logits
+
+
 def check_same_shape(arrays: Iterable[tuple[str, jax.Array]]) -> None:
     """Raises ``ValueError`` naming the arguments whose shapes differ."""
     arrays = list(arrays)

@@ -44,6 +44,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from jaxkl._src.validation import (
     check_float_array,
+    check_logits,
     check_mask,
     check_positive_int,
     check_same_shape,
@@ -321,16 +322,9 @@ def full_kl(
       >>> rl.full_kl(z, w, chunk_size=2)  # 0.25 * log 2
       Array([0.1732868], dtype=float32)
     """
-    logits = check_float_array(logits, "logits")
+    logits = check_logits(logits)
     ref_logits = check_float_array(ref_logits, "ref_logits")
     check_same_shape([("logits", logits), ("ref_logits", ref_logits)])
-    if logits.ndim < 1:
-        raise ValueError("`logits` must have a vocabulary axis (rank >= 1), got a scalar.")
-    if logits.shape[-1] == 0:
-        raise ValueError(
-            f"`logits` has an empty vocabulary axis (shape {logits.shape}): a softmax over no "
-            "entries is not a distribution."
-        )
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
     batch_shape = logits.shape[:-1]

@@ -44,8 +44,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxkl._src.validation import (
-    check_float_array,
     check_integer_array,
+    check_logits,
     check_positive_number,
     compute_dtype,
     concrete_value,
@@ -157,18 +157,6 @@ def _entropy_jvp(temperature, primals, tangents):
 # ---- public edge -------------------------------------------------------------------
 
 
-def _check_logits(logits: ArrayLike) -> Array:
-    logits = check_float_array(logits, "logits")
-    if logits.ndim < 1:
-        raise ValueError("`logits` must have a vocabulary axis (rank >= 1), got a scalar.")
-    if logits.shape[-1] == 0:
-        raise ValueError(
-            f"`logits` has an empty vocabulary axis (shape {logits.shape}): a softmax over no "
-            "entries is not a distribution."
-        )
-    return logits
-
-
 def _check_temperature(temperature) -> float:
     temperature = check_positive_number(temperature, "temperature")
     if not math.isfinite(temperature):
@@ -214,7 +202,7 @@ def token_logprobs(logits: ArrayLike, tokens: ArrayLike, *, temperature: float =
       >>> rl.token_logprobs(logits, jnp.array([0, 2]))  # log 0.5, log 0.8
       Array([-0.6931472 , -0.22314355], dtype=float32)
     """
-    logits = _check_logits(logits)
+    logits = check_logits(logits)
     tokens = check_integer_array(tokens, "tokens")
     temperature = _check_temperature(temperature)
     batch_shape, vocab = logits.shape[:-1], logits.shape[-1]
@@ -268,7 +256,7 @@ def entropy(logits: ArrayLike, *, temperature: float = 1.0) -> Array:
       >>> rl.entropy(jnp.zeros((1, 4)))  # uniform over 4: log 4
       Array([1.3862944], dtype=float32)
     """
-    logits = _check_logits(logits)
+    logits = check_logits(logits)
     temperature = _check_temperature(temperature)
     return _entropy(temperature, logits)
 
