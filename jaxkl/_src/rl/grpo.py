@@ -478,11 +478,12 @@ def grpo_loss(
             per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * values
     loss = aggregate_values(per_token, valid, aggregation, normalizer, count, global_count)
     return loss, _metrics(jax.lax.stop_gradient(surrogate), logp, old, adv, valid, count,
-                          kl_mean, clips)
+                          kl_mean)
 
 
 def _metrics(surrogate: SurrogateOutput, logp: Array, old: Array, adv: Array, valid: Array,
-             count, kl_mean: Array, clips: _Clips) -> GRPOMetrics:
+             count, kl_mean: Array) -> GRPOMetrics:
+    """GRPOMetrics from the (frozen) surrogate, on the checked arrays and one mask count."""
     dtype = logp.dtype
 
     def mean(x):
