@@ -448,7 +448,7 @@ def test_grpo_loss_kl_config_matches_token_kl_and_metrics_are_a_named_tuple():
     assert isinstance(metrics, rl.GRPOMetrics)
     assert metrics._fields == ("policy_loss", "kl", "clip_fraction", "ratio_mean", "ratio_max",
                                "ratio_min", "clip_fraction_low", "clip_fraction_high",
-                               "dual_clip_fraction", "ppo_kl")
+                               "dual_clip_fraction", "ppo_kl", "entropy")
     values = rl.token_kl(logp, ref, estimator="k2", gradient="straight_through",
                          log_ratio_clip=None, value_clip=0.5)
     np.testing.assert_allclose(float(metrics.kl), np.asarray(values)[mask].mean(), rtol=1e-6)
@@ -683,3 +683,134 @@ def test_presets_are_grpo_loss_options(name):
     dual, _ = rl.grpo_loss(jnp.log(jnp.array([[5.0]])), jnp.zeros((1, 1)), jnp.array([-1.0]),
                            jnp.ones((1, 1), bool), **preset._replace(kl_coef=0.0).loss_kwargs())
     np.testing.assert_allclose(float(dual), 3.0 if name == "verl" else 5.0, rtol=1e-6)
+
+
+# ---- the exact full-vocabulary KL as the KL term; the entropy metric -----------------
+
+
+def _rollout_with_logits(seed, shape=(3, 5), vocab=7, dtype=np.float32):
+    """Logits of a policy and a reference, tokens sampled from the policy, a ragged mask."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (*shape, vocab)).astype(dtype)
+    ref_logits = (logits + rng.normal(0, 0.7, logits.shape)).astype(dtype)
+    tokens = rng.integers(0, vocab, shape)
+    adv = rng.normal(0, 1, shape[:-1]).astype(np.float32)
+    mask = np.arange(shape[-1]) < rng.integers(1, shape[-1] + 1, shape[:-1])[..., None]
+    return logits, ref_logits, tokens, adv, mask
+
+
+def _log_softmax64(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_full_kl_term_is_the_exact_vocabulary_kl_in_value_and_gradient():
+    logits, ref_logits, tokens, adv, mask = _rollout_with_logits(0)
+    beta = 0.3
+
+    def loss_fn(z):
+        logp = rl.token_logprobs(z, jnp.asarray(tokens))
+        return rl.grpo_loss(logp, None, adv, mask, logits=z, ref_logits=ref_logits,
+                            kl_coef=beta, kl=rl.KLConfig("full"))
+
+    (loss, metrics), grad = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(logits))
+
+    # Independent float64 reference: on-policy surrogate (ratio 1, loss -A per token) plus
+    # beta * sum_v p (log p - log r), token mean over the mask, differentiated by hand:
+    # d/dz_v [-A log p_y] = -A ([v = y] - p_v); d KL / dz_v = p_v (log p_v - log r_v - KL).
+    log_p, log_r = _log_softmax64(logits), _log_softmax64(ref_logits)
+    p = np.exp(log_p)
+    kl = (p * (log_p - log_r)).sum(-1)
+    adv_tok = np.broadcast_to(adv[:, None].astype(np.float64), mask.shape)
+    n = mask.sum()
+    np.testing.assert_allclose(float(loss), ((-adv_tok + beta * kl) * mask).sum() / n,
+                               rtol=1e-5)
+    one_hot = np.eye(logits.shape[-1])[tokens]
+    expected = (-adv_tok[..., None] * (one_hot - p)
+                + beta * p * (log_p - log_r - kl[..., None])) * mask[..., None] / n
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(metrics.kl), (kl * mask).sum() / n, rtol=1e-5)
+    entropy = -(p * log_p).sum(-1)
+    np.testing.assert_allclose(float(metrics.entropy), (entropy * mask).sum() / n, rtol=1e-5)
+
+
+def test_full_kl_term_under_jit_vmap_bf16_and_garbage_in_masked_rows():
+    logits, ref_logits, tokens, adv, mask = _rollout_with_logits(1, shape=(2, 3, 4))
+    # Masked rows of garbage: an infinite KL (the reference gives the tokens no mass)
+    # and huge logits; neither may reach the loss or the gradient.
+    ref_logits[~mask] = -np.inf
+    logits[~mask] = 1e4 * np.sign(logits[~mask])
+    kl = rl.KLConfig("full")
+
+    def loss_fn(z, w, m):
+        logp = rl.token_logprobs(z, jnp.asarray(tokens[0]))
+        return rl.grpo_loss(logp, None, adv[0], m, logits=z, ref_logits=w, kl_coef=0.1,
+                            kl=kl)[0]
+
+    z, w, m = (jnp.asarray(x) for x in (logits, ref_logits, mask))
+    grads = jax.jit(jax.vmap(jax.grad(loss_fn)))(z, w, m)
+    assert np.isfinite(np.asarray(grads)).all()
+    np.testing.assert_array_equal(np.asarray(grads)[~mask], 0)
+    single = jax.grad(loss_fn)(z[1], w[1], m[1])
+    np.testing.assert_allclose(np.asarray(grads[1]), np.asarray(single), rtol=1e-6, atol=1e-8)
+
+    bf16 = [x.astype(jnp.bfloat16) for x in (z, w)]
+    loss_bf16 = loss_fn(bf16[0][1], bf16[1][1], m[1])
+    loss_f32 = loss_fn(bf16[0][1].astype(jnp.float32), bf16[1][1].astype(jnp.float32), m[1])
+    assert loss_bf16.dtype == jnp.float32
+    np.testing.assert_allclose(float(loss_bf16), float(loss_f32), rtol=1e-6)
+
+
+def test_entropy_metric_without_logits_is_the_sampled_estimate():
+    logp, old, ref, adv, mask = random_rollout(3)
+    _, metrics = rl.grpo_loss(logp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1)
+    expected = -(logp.astype(np.float64) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(float(metrics.entropy), expected, rtol=1e-6)
+
+
+def test_full_kl_term_errors_name_the_argument():
+    logits, ref_logits, tokens, adv, mask = _rollout_with_logits(2)
+    logp = rl.token_logprobs(logits, tokens)
+    full = rl.KLConfig("full")
+    with pytest.raises(ValueError, match="`ref_logits`.*required"):
+        rl.grpo_loss(logp, None, adv, mask, logits=logits, kl_coef=0.1, kl=full)
+    with pytest.raises(ValueError, match="`logits`.*required"):
+        rl.grpo_loss(logp, None, adv, mask, ref_logits=ref_logits, kl_coef=0.1, kl=full)
+    with pytest.raises(ValueError, match="`ref_logprobs`.*not used"):
+        rl.grpo_loss(logp, None, adv, mask, logits=logits, ref_logits=ref_logits,
+                     ref_logprobs=logp, kl_coef=0.1, kl=full)
+    with pytest.raises(ValueError, match="`ref_logits`.*only"):
+        rl.grpo_loss(logp, None, adv, mask, logits=logits, ref_logits=ref_logits,
+                     ref_logprobs=logp, kl_coef=0.1)
+    with pytest.raises(ValueError, match="`logits`.*shape"):
+        rl.grpo_loss(logp, None, adv, mask, logits=logits[:, :-1], ref_logits=ref_logits,
+                     kl_coef=0.1, kl=full)
+    with pytest.raises(ValueError, match="`ref_logits`.*shape"):
+        rl.grpo_loss(logp, None, adv, mask, logits=logits, ref_logits=ref_logits[..., :-1],
+                     kl_coef=0.1, kl=full)
+    with pytest.raises(TypeError, match="`logits`"):
+        rl.grpo_loss(logp, None, adv, mask, logits=tokens, ref_logits=ref_logits,
+                     kl_coef=0.1, kl=full)
+    for bad, field in [(full._replace(gradient="straight_through"), "kl.gradient"),
+                       (full._replace(value_clip=10.0), "kl.value_clip"),
+                       (full._replace(log_ratio_clip=5.0), "kl.log_ratio_clip")]:
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            rl.grpo_loss(logp, None, adv, mask, logits=logits, ref_logits=ref_logits,
+                         kl_coef=0.1, kl=bad)
+    # Per-token estimators cannot give the exact KL: the message says what can.
+    with pytest.raises(ValueError, match="grpo_loss"):
+        rl.token_kl(logp, logp, estimator="full")
+    # kl_coef 0 with the full KL: no logits needed, and the KL metric reads 0.
+    _, metrics = rl.grpo_loss(logp, None, adv, mask, kl_coef=0.0, kl=full)
+    assert float(metrics.kl) == 0.0
+
+
+def test_full_kl_metric_is_reported_when_kl_coef_is_zero():
+    logits, ref_logits, tokens, adv, mask = _rollout_with_logits(4)
+    logp = rl.token_logprobs(logits, tokens)
+    _, metrics = rl.grpo_loss(logp, None, adv, mask, logits=logits, ref_logits=ref_logits,
+                              kl=rl.KLConfig("full"))
+    expected = float(rl.full_kl(logits, ref_logits, mask=mask).sum()) / mask.sum()
+    np.testing.assert_allclose(float(metrics.kl), expected, rtol=1e-6)
+    assert float(metrics.kl) > 0.05

@@ -54,9 +54,15 @@ tunix's (``kl``, ``mse_kl``, ``low_var_kl``; google-tunix 0.1.7 ``tunix/rl/commo
 verl's trailing ``+`` (``"k3+"``, ``"low_var_kl+"``) means the value of the estimator with
 k2's gradient: jaxkl's ``gradient="straight_through"``."""
 
+FULL_KL = "full"
+"""verl's name of the exact KL over the vocabulary: a :class:`jaxkl.rl.KLConfig` estimator
+that :func:`jaxkl.rl.grpo_loss` computes from the logits (:func:`jaxkl.rl.full_kl`)."""
+
 TOKEN_ESTIMATOR_REFUSED: dict[str, str] = {
-    "full": "verl's 'full' is the exact KL over the vocabulary, which needs the logits: use "
-            "jaxkl.rl.full_kl(logits, ref_logits) for the per-token values.",
+    FULL_KL: "verl's 'full' is the exact KL over the vocabulary, which needs the logits, not "
+             "one log-probability per token: use jaxkl.rl.full_kl(logits, ref_logits) for the "
+             "per-token values, or grpo_loss(..., logits=, ref_logits=, kl=KLConfig('full')) "
+             "for the KL term of the loss.",
 }
 """Peer names jaxkl cannot honour from per-token log-probabilities, with what to use."""
 

@@ -42,6 +42,8 @@ from jaxkl._src.rl.aggregate import (
     needs_row_counts,
     resolve_mode,
 )
+from jaxkl._src.rl.full_kl import full_kl_values
+from jaxkl._src.rl.logits import entropy_values
 from jaxkl._src.rl.token_kl import (
     DEFAULT_LOG_RATIO_CLIP,
     KLConfig,
@@ -52,6 +54,7 @@ from jaxkl._src.validation import (
     check_choice,
     check_clip,
     check_float_array,
+    check_logits,
     check_mask,
     check_non_negative_number,
     check_positive_int,
@@ -60,6 +63,7 @@ from jaxkl._src.validation import (
     compute_dtype,
     concrete_value,
 )
+from jaxkl._src.vocabulary import FULL_KL
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -315,6 +319,10 @@ class GRPOMetrics(NamedTuple):
         ``pg_clipfrac_lower``).
       ppo_kl: the mean of ``log pi_old - log pi`` over the sampled tokens, a k1 estimate of
         KL(pi_old || pi) (verl's ``ppo_kl``; TRL and tunix log the same quantity).
+      entropy: the mean per-token entropy of ``pi_theta`` in nats: exact from ``logits``
+        when they are given (verl's ``actor/entropy``), else the sampled estimate
+        ``-log pi_theta(y_t)``, unbiased when the tokens were sampled from ``pi_theta``
+        (on-policy; off-policy it is the cross-entropy of ``pi_old`` to ``pi_theta``).
     """
 
     policy_loss: Array
@@ -327,6 +335,7 @@ class GRPOMetrics(NamedTuple):
     clip_fraction_high: Array
     dual_clip_fraction: Array
     ppo_kl: Array
+    entropy: Array
 
 
 # The default KL options of grpo_loss (k3, natural gradient, the default clamps).
@@ -340,6 +349,8 @@ def grpo_loss(
     mask: ArrayLike,
     *,
     ref_logprobs: ArrayLike | None = None,
+    logits: ArrayLike | None = None,
+    ref_logits: ArrayLike | None = None,
     kl_coef: ArrayLike = 0.0,
     kl: KLConfig = _DEFAULT_KL,
     clip_eps: float = 0.2,
@@ -370,13 +381,23 @@ def grpo_loss(
         gradient's value), as TRL and tunix do with one update per batch.
       advantages: per-sequence ``[...]`` (e.g. :func:`group_advantages`) or per-token.
       mask: bool/0-1 ``[..., T]`` of valid response tokens.
-      ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0.
+      ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0 (except with
+        the estimator ``"full"``, which does not use it).
+      logits: the policy's logits ``[..., T, V]`` (already divided by the sampling
+        temperature), any float dtype: the source of the exact ``entropy`` metric, and
+        of the KL term with ``kl=KLConfig("full")``, whose gradient flows through them.
+      ref_logits: the reference's logits, the shape of ``logits``; used (and then
+        required, with ``logits``, when ``kl_coef`` is not 0) only by the estimator
+        ``"full"``.
       kl_coef: ``beta``, a number or a (possibly traced) 0-d array (see
         :func:`adaptive_kl_controller`); a concrete 0 drops the KL term.
       kl: the KL penalty's options, a :class:`jaxkl.rl.KLConfig` (``estimator``,
         ``gradient``, ``log_ratio_clip``, ``value_clip`` as in :func:`jaxkl.rl.token_kl`;
         ``placement`` must be ``"loss"``). Default ``KLConfig()``: k3, natural gradient,
-        log-ratio clamp 20, no value clamp.
+        log-ratio clamp 20, no value clamp. ``KLConfig("full")`` (verl's name) makes the
+        KL term the exact ``KL(pi_theta(.|prefix) || pi_ref(.|prefix))`` over the whole
+        vocabulary at every token (:func:`jaxkl.rl.full_kl`), from ``logits`` and
+        ``ref_logits``: no sampling noise, one gradient, no clamps.
       clip_eps, clip_eps_high, clip_ratio_c, log_ratio_clip: the surrogate's clips, as in
         :func:`clipped_surrogate` (``clip_ratio_c``, the dual clip, off by default).
       aggregation, normalizer, global_count: passed to :func:`jaxkl.rl.aggregate` as
@@ -390,8 +411,8 @@ def grpo_loss(
     Returns:
       ``(loss, metrics)``, ready for ``jax.value_and_grad(..., has_aux=True)``; metrics
       is a :class:`GRPOMetrics` (token means over the mask, no gradient):
-      ``policy_loss``, ``kl`` (the mean KL value), ``clip_fraction``, ``ratio_mean``,
-      ``ratio_max``.
+      ``policy_loss``, ``kl`` (the mean KL value), the clip fractions, the ratio's
+      mean, maximum and minimum, ``ppo_kl`` and ``entropy``.
 
     Raises:
       TypeError, ValueError: an argument of the wrong type, shape or value, named in
@@ -419,7 +440,7 @@ def grpo_loss(
     old_logprobs = check_float_array(old_logprobs, "old_logprobs")
     check_same_shape([("logprobs", logprobs), ("old_logprobs", old_logprobs)])
     valid = check_mask(mask, logprobs.shape)
-    kl = check_kl_config(kl, "kl")
+    kl = check_kl_config(kl, "kl", allow_full=True)
     if kl.placement != "loss":
         raise ValueError(
             f"`kl.placement` must be 'loss' in grpo_loss (the KL term is in the loss), got "
@@ -440,7 +461,14 @@ def grpo_loss(
     coef_value = concrete_value(kl_coef)
     use_kl = coef_value is None or coef_value != 0
     inputs = [logprobs, old_logprobs]
-    if use_kl and ref_logprobs is None:
+    full = kl.estimator == FULL_KL
+    logits, ref_logits = _check_logits(logits, ref_logits, logprobs.shape, full, use_kl)
+    if full and ref_logprobs is not None:
+        raise ValueError(
+            "`ref_logprobs` is not used by the estimator 'full' (the exact KL comes from "
+            "`logits` and `ref_logits`): drop it, or pick a per-token estimator."
+        )
+    if use_kl and not full and ref_logprobs is None:
         raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0.")
     if ref_logprobs is not None:
         ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
@@ -468,21 +496,59 @@ def grpo_loss(
         surrogate = _clipped_surrogate(logp, old, adv, clips)
     per_token = surrogate.loss
     kl_mean = jnp.zeros((), dtype)
-    if ref_logprobs is not None:
+    values = None
+    if full and ref_logits is not None:
+        # Masked tokens give 0 with zero gradient whatever their logits hold.
+        values = full_kl_values(logits, ref_logits, valid, None).astype(dtype)
+    elif not full and ref_logprobs is not None:
         values = token_kl_values(
             kl, logp, ref_logprobs.astype(dtype),
             old if kl.gradient == "importance_weighted" else None, valid,
         )
+    if values is not None:
         kl_mean = masked_mean(jax.lax.stop_gradient(values), valid, count)
         if use_kl:
             per_token = jnp.where(valid, per_token, 0) + jnp.asarray(kl_coef, dtype) * values
     loss = aggregate_values(per_token, valid, aggregation, normalizer, count, global_count)
+    if logits is None:
+        token_entropy = -logp
+    else:
+        token_entropy = entropy_values(jax.lax.stop_gradient(logits)).astype(dtype)
     return loss, _metrics(jax.lax.stop_gradient(surrogate), logp, old, adv, valid, count,
-                          kl_mean)
+                          kl_mean, token_entropy)
+
+
+def _check_logits(logits, ref_logits, token_shape, full: bool, use_kl: bool):
+    """The checked ``(logits, ref_logits)`` of :func:`grpo_loss` (each may be None)."""
+    if ref_logits is not None and not full:
+        raise ValueError(
+            "`ref_logits` is used only by the estimator 'full' (kl=KLConfig('full')); the "
+            "per-token estimators take `ref_logprobs`."
+        )
+    if full and use_kl:
+        for name, value in (("logits", logits), ("ref_logits", ref_logits)):
+            if value is None:
+                raise ValueError(
+                    f"`{name}` is required by the estimator 'full' when `kl_coef` is not 0: "
+                    "the exact KL is computed from the logits of both policies."
+                )
+    if logits is not None:
+        logits = check_logits(logits, "logits")
+        if logits.shape[:-1] != tuple(token_shape):
+            raise ValueError(
+                f"`logits` has shape {logits.shape}; expected {tuple(token_shape)} + (V,), "
+                "the shape of `logprobs` with a vocabulary axis."
+            )
+    if ref_logits is not None:
+        ref_logits = check_float_array(ref_logits, "ref_logits")
+        if logits is None:
+            raise ValueError("`ref_logits` needs `logits` (the estimator 'full').")
+        check_same_shape([("logits", logits), ("ref_logits", ref_logits)])
+    return logits, ref_logits
 
 
 def _metrics(surrogate: SurrogateOutput, logp: Array, old: Array, adv: Array, valid: Array,
-             count, kl_mean: Array) -> GRPOMetrics:
+             count, kl_mean: Array, token_entropy: Array) -> GRPOMetrics:
     """GRPOMetrics from the (frozen) surrogate, on the checked arrays and one mask count."""
     dtype = logp.dtype
 
@@ -502,6 +568,7 @@ def _metrics(surrogate: SurrogateOutput, logp: Array, old: Array, adv: Array, va
         clip_fraction_high=mean(surrogate.clipped & ~low),
         dual_clip_fraction=mean(surrogate.dual_clipped),
         ppo_kl=mean(jax.lax.stop_gradient(old - logp)),
+        entropy=mean(jax.lax.stop_gradient(token_entropy)),
     )
 
 

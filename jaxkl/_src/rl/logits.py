@@ -154,6 +154,11 @@ def _entropy_jvp(temperature, primals, tangents):
     return out, tangent_fn(logits, log_normalizer, out, d_logits)
 
 
+def entropy_values(logits: Array) -> Array:
+    """:func:`entropy` at temperature 1 on checked float ``[..., V]`` logits."""
+    return _entropy(1.0, logits)
+
+
 # ---- public edge -------------------------------------------------------------------
 
 

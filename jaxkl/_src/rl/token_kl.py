@@ -82,7 +82,9 @@ class KLConfig(NamedTuple):
     ``estimator``, ``gradient``, ``log_ratio_clip`` and ``value_clip`` are those of
     :func:`jaxkl.rl.token_kl`; ``placement`` is ``"loss"`` (the per-token value is
     differentiated, as :func:`jaxkl.rl.grpo_loss` does) or ``"reward"`` (the penalty
-    enters the reward; see :mod:`jaxkl.rl.audit`). Hashable, so it can be a static
+    enters the reward; see :mod:`jaxkl.rl.audit`). :func:`jaxkl.rl.grpo_loss` also takes
+    the estimator ``"full"`` (verl's name): the exact KL over the vocabulary from the
+    logits, with the natural gradient and no clamps. Hashable, so it can be a static
     argument of ``jax.jit``.
     """
 
@@ -121,11 +123,13 @@ def resolve_estimator(estimator, gradient: str, name: str = "estimator",
     return estimator, gradient
 
 
-def check_kl_config(config, name: str = "kl") -> KLConfig:
+def check_kl_config(config, name: str = "kl", *, allow_full: bool = False) -> KLConfig:
     """A :class:`KLConfig` with validated fields, errors naming ``name.field``.
 
     Tuples ``(estimator[, placement[, gradient[, log_ratio_clip[, value_clip]]]])`` are
-    accepted; the clamps come back as floats (or ``None``).
+    accepted; the clamps come back as floats (or ``None``). ``allow_full`` admits the
+    estimator ``"full"`` (the exact KL over the vocabulary, from logits), which has one
+    gradient and no sampled log-ratio to clamp: it comes back with both clamps ``None``.
     """
     if isinstance(config, str) or not isinstance(config, tuple) or not 1 <= len(config) <= 5:
         raise TypeError(
@@ -133,6 +137,8 @@ def check_kl_config(config, name: str = "kl") -> KLConfig:
             f"value_clip), got {config!r}."
         )
     config = KLConfig(*config)
+    if allow_full and config.estimator == vocabulary.FULL_KL:
+        return _check_full_kl_config(config, name)
     estimator, gradient = resolve_estimator(config.estimator, config.gradient,
                                             f"{name}.estimator", f"{name}.gradient")
     check_choice(config.placement, f"{name}.placement", PLACEMENTS)
@@ -142,6 +148,27 @@ def check_kl_config(config, name: str = "kl") -> KLConfig:
         log_ratio_clip=check_clip(config.log_ratio_clip, f"{name}.log_ratio_clip"),
         value_clip=check_clip(config.value_clip, f"{name}.value_clip"),
     )
+
+
+def _check_full_kl_config(config: KLConfig, name: str) -> KLConfig:
+    check_choice(config.placement, f"{name}.placement", ("loss",))
+    if config.gradient != "natural":
+        raise ValueError(
+            f"`{name}.gradient` must be 'natural' with the estimator 'full': the exact KL "
+            f"has one gradient, got {config.gradient!r}."
+        )
+    log_ratio_clip = check_clip(config.log_ratio_clip, f"{name}.log_ratio_clip")
+    if log_ratio_clip not in (None, DEFAULT_LOG_RATIO_CLIP):
+        raise ValueError(
+            f"`{name}.log_ratio_clip` must be None (or the default) with the estimator "
+            f"'full': the exact KL has no sampled log-ratio to clamp, got {log_ratio_clip}."
+        )
+    if config.value_clip is not None:
+        raise ValueError(
+            f"`{name}.value_clip` must be None with the estimator 'full': the exact KL is "
+            f"not a per-sample value to clamp, got {config.value_clip!r}."
+        )
+    return config._replace(log_ratio_clip=None)
 
 
 def clip_symmetric(x: Array, bound: float | None) -> Array:
