@@ -15,11 +15,14 @@ token (the log-normaliser):
     \qquad p = \mathrm{softmax}(z / \tau).
 
 Memory, measured with compiled ``memory_analysis`` at ``[8, 1024, 32768]`` on XLA:CPU
-(tests/test_rl_logits.py): float32 ``token_logprobs`` keeps no ``[tokens, vocab]``
-temporary forward or backward (0.06 MiB against 1 GiB of logits). Not yet bounded there:
-bf16 logits, for which XLA:CPU writes a float32 copy shared by the passes, and the
-entropy, whose second reduction XLA:CPU hands to a YNNPACK fusion that takes a
-materialised input; the values and gradients are exact in every case.
+(tests/test_rl_logits.py): neither function keeps a ``[tokens, vocab]`` temporary,
+forward or backward, for bf16 or float32 logits (at most 0.06 MiB against 0.5-1 GiB of
+logits). That takes care in how the elementwise work is written, because XLA:CPU
+writes a float32 ``[tokens, vocab]`` array (100-400% of the logits) as soon as a select
+(``jnp.where``) or a comparison sits between the logits and a reduction, or the upcast
+logits feed a gather as well: ``-inf`` is floored with ``jnp.maximum``, the one-hot of
+the sampled token is float arithmetic, and the gather reads the logits behind an
+optimisation barrier.
 
 The tangents are checkpoints that save nothing, so the transposed (reverse-mode) pass
 recomputes ``p`` and writes the gradient in one elementwise pass, as
@@ -56,9 +59,14 @@ Array = jax.Array
 _NOTHING_SAVED = jax.checkpoint_policies.nothing_saveable
 
 
-def _finite_or_zero(x: Array) -> Array:
-    # A row whose logits are all -inf has maximum -inf; shifting by it would give NaN.
-    return jnp.where(x > -jnp.inf, x, jnp.zeros_like(x))
+def _finite_floor(x: Array) -> Array:
+    """``x`` with ``-inf`` raised to the smallest finite float of its dtype.
+
+    ``jnp.maximum`` where a select (``jnp.where``) would do: XLA:CPU fuses an elementwise
+    maximum into the row reductions, but a select makes it write a ``[tokens, vocab]``
+    float32 temporary (measured: 100-200% of the logits at ``[8, 1024, 32768]``).
+    """
+    return jnp.maximum(x, jnp.finfo(x.dtype).min)
 
 
 def _scaled(logits: Array, temperature: float, compute) -> Array:
@@ -73,7 +81,7 @@ def _log_normalizer(z: Array) -> Array:
     made XLA:CPU write a float32 copy of bf16 logits (1 GiB at [8192, 32768]); their sum
     fuses into the two reductions with no temporary.
     """
-    shift = _finite_or_zero(jax.lax.stop_gradient(z.max(axis=-1)))
+    shift = _finite_floor(jax.lax.stop_gradient(z.max(axis=-1)))
     return shift + jnp.log(jnp.exp(z - shift[..., None]).sum(axis=-1))
 
 
@@ -89,8 +97,10 @@ def _token_logprobs_and_normalizer(temperature, logits, tokens):
     compute = compute_dtype(logits)
     log_normalizer = _log_normalizer(_scaled(logits, temperature, compute))
     # One logit per row is read; an id out of [0, V) reads NaN (checked when concrete).
-    picked = jnp.take_along_axis(logits, tokens[..., None], axis=-1, mode="fill",
-                                 fill_value=jnp.nan)[..., 0]
+    # The barrier keeps the gather out of the reductions' fusion: sharing the logits'
+    # upcast with it made XLA:CPU write a float32 copy of bf16 logits (200%).
+    picked = jnp.take_along_axis(jax.lax.optimization_barrier(logits), tokens[..., None],
+                                 axis=-1, mode="fill", fill_value=jnp.nan)[..., 0]
     return _scaled(picked, temperature, compute) - log_normalizer, log_normalizer
 
 
@@ -98,10 +108,26 @@ def _token_logprobs_tangent(temperature, logits, tokens, log_normalizer, tangent
     """``sum_v ([v = y] - p_v) dz_v / tau`` per row."""
     compute = log_normalizer.dtype
     p = jnp.exp(_scaled(logits, temperature, compute) - log_normalizer[..., None])
-    vocab_ids = jax.lax.broadcasted_iota(tokens.dtype, logits.shape, logits.ndim - 1)
-    coefficient = jnp.where(vocab_ids == tokens[..., None], 1 - p, -p)
+    coefficient = _one_hot(tokens, logits.shape, compute) - p
     return _scaled(jnp.sum(coefficient * tangent.astype(compute), axis=-1), temperature,
                    compute)
+
+
+def _one_hot(tokens: Array, shape, compute) -> Array:
+    """``[v = y]`` as ``compute`` floats, by arithmetic on exact integer-valued floats.
+
+    ``max(0, 1 - |v - y|)`` rather than a comparison: XLA:CPU fuses float arithmetic into
+    the reduction that writes the gradient, but writes a compared one-hot out as a
+    ``[tokens, vocab]`` float32 array (200% of bf16 logits at ``[8, 1024, 32768]``). Ids
+    are exact floats up to ``2**(mantissa bits + 1)`` (16.7M in float32); beyond that the
+    comparison is used.
+    """
+    vocab = shape[-1]
+    if vocab > 2 ** (jnp.finfo(compute).nmant + 1):
+        vocab_ids = jax.lax.broadcasted_iota(tokens.dtype, shape, len(shape) - 1)
+        return (vocab_ids == tokens[..., None]).astype(compute)
+    vocab_ids = jax.lax.broadcasted_iota(compute, shape, len(shape) - 1)
+    return jnp.maximum(1 - jnp.abs(vocab_ids - tokens[..., None].astype(compute)), 0)
 
 
 @_token_logprobs.defjvp
@@ -126,12 +152,16 @@ def _entropy_and_normalizer(temperature, logits):
     z = _scaled(logits, temperature, compute_dtype(logits))
     log_normalizer = _log_normalizer(z)
     log_p = z - log_normalizer[..., None]
-    # H = -sum_v p_v log p_v; p_v = 0 terms add 0 (log p_v = -inf).
+    # H = -sum_v p_v log p_v; p_v = 0 terms add 0: log p_v = -inf is raised to the
+    # smallest finite float, so that p_v log p_v = 0 exactly.
     p = jnp.exp(log_p)
-    entropy = -jnp.where(p > 0, p * log_p, 0).sum(axis=-1)
+    entropy = -(p * _finite_floor(log_p)).sum(axis=-1)
     # H >= 0 exactly; rounding near a one-hot row can leave -eps. A row with no finite
-    # logit (log-normaliser -inf) is no distribution: NaN, as for token_logprobs.
-    entropy = jnp.where(log_normalizer > -jnp.inf, jnp.maximum(entropy, 0), jnp.nan)
+    # logit is no distribution: its log-normaliser is -inf, every log p_v = -inf - -inf
+    # is NaN, and so is H (the maximum passes NaN through), as for token_logprobs. (A
+    # select on the normaliser here would make XLA:CPU write a float32 copy of bf16
+    # logits.)
+    entropy = jnp.maximum(entropy, 0)
     return entropy, log_normalizer
 
 
@@ -140,7 +170,7 @@ def _entropy_tangent(temperature, logits, log_normalizer, entropy, tangent):
     compute = log_normalizer.dtype
     log_p = _scaled(logits, temperature, compute) - log_normalizer[..., None]
     p = jnp.exp(log_p)
-    coefficient = jnp.where(p > 0, -p * (log_p + entropy[..., None]), 0)
+    coefficient = -p * (_finite_floor(log_p) + entropy[..., None])
     return _scaled(jnp.sum(coefficient * tangent.astype(compute), axis=-1), temperature,
                    compute)
 
