@@ -1,12 +1,15 @@
 """Conformance of jaxkl.rl's pieces with verl's, TRL's and tunix's own functions (issue 17, item 4).
 
 Pieces: per-token KL estimators (``rl.token_kl``), aggregation (``rl.aggregate``), group
-advantages (``rl.group_advantages``), ``rl.token_logprobs``, ``rl.entropy`` and
-``rl.response_mask``. Each is compared with the peer functions that compute the same quantity,
-called through the adapters in scripts/_peers.py (the peers' installed code, never a copy), on
-random right-padded batches (varied lengths, one full row, one row of length 1, one empty row
-where the peer allows it), float32 and bf16 inputs and several group sizes. Not covered here:
-grpo_loss and presets (being reshaped), TRL's aggregation (only inside ``_compute_loss``).
+advantages (``rl.group_advantages``), ``rl.token_logprobs``, ``rl.entropy``,
+``rl.response_mask``, and the whole loss ``rl.grpo_loss(**preset.loss_kwargs())`` under
+``rl.presets.verl()`` / ``trl()`` / ``tunix()`` (and variants of the options they map) against
+verl's ``ppo_loss``, TRL's ``GRPOTrainer._compute_loss`` and tunix's ``grpo_loss_fn``: loss value,
+d loss / d logprobs and the metrics both log. Each is compared with the peer functions that
+compute the same quantity, called through the adapters in scripts/_peers.py (the peers'
+installed code, never a copy), on random right-padded batches (varied lengths, one full row, one
+row of length 1, one empty row where the peer allows it), float32 and bf16 inputs and several
+group sizes.
 
 Command (from the repository root, in the peers' environment; see scripts/peers_env.sh)::
 
@@ -32,7 +35,7 @@ Output: one markdown row per (piece, jaxkl call, peer call, dtype, group size):
 
 Exit status 1 if any float32 row is FAIL.
 
-A run (full, 2 shared CPU cores, 80 s wall; ``--quick`` 30 s), excerpt; the whole table and
+A run (full, 2 shared CPU cores, 80 s wall; ``--quick`` 49 s), excerpt; the whole table and
 every disagreement explained are in docs/conformance.md::
 
     | piece | jaxkl options | peer | dtype | G | value | grad | jaxkl~f64 (v/g) | peer~f64 (v/g) | tol | result |
@@ -40,7 +43,10 @@ every disagreement explained are in docs/conformance.md::
     | aggregate | 'seq-mean-token-sum-norm' | tunix 'sequence-mean-token-scale' | float32 | 4 | 6.7e-07 | 0 | 3.2e-07 / 3.0e-08 | 3.4e-07 / 3.0e-08 | 1.0e-05 | PASS |
     | group_advantages | scale_rewards="group", eps=0.0001 | TRL scale_rewards='group' (eps 1e-4) | float32 | 4 | 1.9e-07 | - | 1.2e-07 / - | 6.8e-08 / - | 1.0e-05 | PASS |
     | entropy |  | tunix compute_entropy_from_logits | bfloat16 | 4 | 9.4e-03 | 5.4e-02 | 9.6e-07 / 3.8e-03 | 9.5e-03 / 4.9e-02 | 2.0e-02 | peer-rounding |
-    225 rows: {'PASS': 186, 'peer-rounding': 39, 'FAIL': 0}; float32 FAIL: 0; 73.6 s
+    | grpo_loss | presets.verl() | verl ppo_loss vanilla loss_agg_mode='token-mean', kl_loss_type='low_var_kl', kl_loss_coef=0.001 | float32 | 4 | 1.5e-07 | 5.1e-06 | 1.1e-07 / 8.8e-08 | 4.7e-08 / 5.1e-06 | 1.0e-05 | PASS |
+    | grpo_loss | presets.trl(), kl_coef=0.04 | TRL _compute_loss loss_type='dapo', beta=0.04 | float32 | 4 | 4.4e-07 | 5.9e-06 | 3.2e-07 / 1.2e-07 | 1.3e-07 / 5.8e-06 | 1.0e-05 | PASS |
+    | grpo_loss | presets.tunix() | tunix grpo_loss_fn GRPOConfig() | float32 | 4 | 9.1e-06 | 8.8e-08 | 2.5e-06 / 1.0e-07 | 1.2e-05 / 1.0e-07 | 1.0e-05 | PASS |
+    381 rows: {'PASS': 304, 'peer-rounding': 77, 'FAIL': 0}; float32 FAIL: 0; 75.9 s
 """  # noqa: E501
 
 from __future__ import annotations
