@@ -101,6 +101,8 @@ def trl() -> GRPOPreset:
       >>> from jaxkl import rl
       >>> rl.presets.trl().kl_coef, rl.presets.trl().aggregation
       (0.0, 'dapo')
+      >>> rl.presets.trl().kl.gradient  # with kl_coef != 0: TRL's use_bias_correction_kl
+      'importance_weighted'
     """
     return GRPOPreset(
         kl_coef=0.0, kl=KLConfig("k3", gradient="importance_weighted", log_ratio_clip=None),
