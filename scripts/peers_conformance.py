@@ -1,12 +1,15 @@
 """Conformance of jaxkl.rl's pieces with verl's, TRL's and tunix's own functions (issue 17, item 4).
 
 Pieces: per-token KL estimators (``rl.token_kl``), aggregation (``rl.aggregate``), group
-advantages (``rl.group_advantages``), ``rl.token_logprobs``, ``rl.entropy`` and
-``rl.response_mask``. Each is compared with the peer functions that compute the same quantity,
-called through the adapters in scripts/_peers.py (the peers' installed code, never a copy), on
-random right-padded batches (varied lengths, one full row, one row of length 1, one empty row
-where the peer allows it), float32 and bf16 inputs and several group sizes. Not covered here:
-grpo_loss and presets (being reshaped), TRL's aggregation (only inside ``_compute_loss``).
+advantages (``rl.group_advantages``), ``rl.token_logprobs``, ``rl.entropy``,
+``rl.response_mask``, and the whole loss ``rl.grpo_loss(**preset.loss_kwargs())`` under
+``rl.presets.verl()`` / ``trl()`` / ``tunix()`` (and variants of the options they map) against
+verl's ``ppo_loss``, TRL's ``GRPOTrainer._compute_loss`` and tunix's ``grpo_loss_fn``: loss value,
+d loss / d logprobs and the metrics both log. Each is compared with the peer functions that
+compute the same quantity, called through the adapters in scripts/_peers.py (the peers'
+installed code, never a copy), on random right-padded batches (varied lengths, one full row, one
+row of length 1, one empty row where the peer allows it), float32 and bf16 inputs and several
+group sizes.
 
 Command (from the repository root, in the peers' environment; see scripts/peers_env.sh)::
 
@@ -32,7 +35,7 @@ Output: one markdown row per (piece, jaxkl call, peer call, dtype, group size):
 
 Exit status 1 if any float32 row is FAIL.
 
-A run (full, 2 shared CPU cores, 80 s wall; ``--quick`` 30 s), excerpt; the whole table and
+A run (full, 2 shared CPU cores, 80 s wall; ``--quick`` 49 s), excerpt; the whole table and
 every disagreement explained are in docs/conformance.md::
 
     | piece | jaxkl options | peer | dtype | G | value | grad | jaxkl~f64 (v/g) | peer~f64 (v/g) | tol | result |
@@ -40,7 +43,10 @@ every disagreement explained are in docs/conformance.md::
     | aggregate | 'seq-mean-token-sum-norm' | tunix 'sequence-mean-token-scale' | float32 | 4 | 6.7e-07 | 0 | 3.2e-07 / 3.0e-08 | 3.4e-07 / 3.0e-08 | 1.0e-05 | PASS |
     | group_advantages | scale_rewards="group", eps=0.0001 | TRL scale_rewards='group' (eps 1e-4) | float32 | 4 | 1.9e-07 | - | 1.2e-07 / - | 6.8e-08 / - | 1.0e-05 | PASS |
     | entropy |  | tunix compute_entropy_from_logits | bfloat16 | 4 | 9.4e-03 | 5.4e-02 | 9.6e-07 / 3.8e-03 | 9.5e-03 / 4.9e-02 | 2.0e-02 | peer-rounding |
-    225 rows: {'PASS': 186, 'peer-rounding': 39, 'FAIL': 0}; float32 FAIL: 0; 73.6 s
+    | grpo_loss | presets.verl() | verl ppo_loss vanilla loss_agg_mode='token-mean', kl_loss_type='low_var_kl', kl_loss_coef=0.001 | float32 | 4 | 1.5e-07 | 5.1e-06 | 1.1e-07 / 8.8e-08 | 4.7e-08 / 5.1e-06 | 1.0e-05 | PASS |
+    | grpo_loss | presets.trl(), kl_coef=0.04 | TRL _compute_loss loss_type='dapo', beta=0.04 | float32 | 4 | 4.4e-07 | 5.9e-06 | 3.2e-07 / 1.2e-07 | 1.3e-07 / 5.8e-06 | 1.0e-05 | PASS |
+    | grpo_loss | presets.tunix() | tunix grpo_loss_fn GRPOConfig() | float32 | 4 | 9.1e-06 | 8.8e-08 | 2.5e-06 / 1.0e-07 | 1.2e-05 / 1.0e-07 | 1.0e-05 | PASS |
+    381 rows: {'PASS': 304, 'peer-rounding': 77, 'FAIL': 0}; float32 FAIL: 0; 75.9 s
 """  # noqa: E501
 
 from __future__ import annotations
@@ -142,17 +148,18 @@ def _jax_value_grad(fn, x, dtype: str):
 
 
 def row(piece, jaxkl_call, peer_call, dtype, G, mine, peer, ref, where=None,
-        per_token_grad: bool = False) -> dict:
-    """One table row: ``mine``, ``peer``, ``ref`` are (value, grad or None)."""
+        per_token_grad: bool = False, grad_where=None) -> dict:
+    """One table row: ``mine``, ``peer``, ``ref`` are (value, grad or None); ``where`` selects
+    the compared entries of both, ``grad_where`` (default ``where``) those of the gradient."""
     r = dict(piece=piece, jaxkl=jaxkl_call, peer=peer_call, dtype=dtype, G=G)
     has_grad = mine[1] is not None and peer[1] is not None
     r["value"] = rel_err(mine[0], peer[0], where)
-    pt = per_token_grad
-    r["grad"] = rel_err(mine[1], peer[1], where, pt) if has_grad else None
+    pt, gw = per_token_grad, where if grad_where is None else grad_where
+    r["grad"] = rel_err(mine[1], peer[1], gw, pt) if has_grad else None
     r["jaxkl_f64"] = (rel_err(mine[0], ref[0], where),
-                      rel_err(mine[1], ref[1], where, pt) if has_grad else None)
+                      rel_err(mine[1], ref[1], gw, pt) if has_grad else None)
     r["peer_f64"] = (rel_err(peer[0], ref[0], where),
-                     rel_err(peer[1], ref[1], where, pt) if has_grad else None)
+                     rel_err(peer[1], ref[1], gw, pt) if has_grad else None)
     tol = TOL[dtype]
 
     def ok(v, g):
@@ -400,6 +407,210 @@ def check_response_mask(batch: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
+# grpo_loss under the presets
+# --------------------------------------------------------------------------------------------------
+
+
+def _grpo_inputs(batch: dict, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """``old`` and ``ref`` log-probs for the loss rows: ``old = logp - d`` with ``d ~ N(0, 0.15)``
+    and, on every row, token 2 at ``d = +1.5`` (ratio 4.5: above ``1 + eps`` and, with a negative
+    advantage, above the dual clip's 3) and token 4 at ``d = -1.5`` (ratio 0.22, below ``1 - eps``);
+    ``ref`` is the batch's, with its two ``|l| = 25`` tokens moved to ``l = +-6`` (TRL's and tunix's
+    unclamped k3 of ``l = 25`` is 7e10: it would make the loss value that one token's KL)."""
+    rng = np.random.default_rng(1000 + batch["G"])
+    lp = batch["lp"]
+    d = rng.normal(0.0, 0.15, lp.shape)
+    d[:, 2], d[:, 4] = 1.5, -1.5
+    old = _on_grid((lp - d).astype(np.float32), dtype)
+    ref = batch["ref"].copy()
+    ref[0, 1], ref[0, 3] = lp[0, 1] + 6.0, lp[0, 3] - 6.0
+    return old, _on_grid(ref, dtype)
+
+
+_EST64 = {"kl": "k1", "k1": "k1", "mse": "k2", "mse_kl": "k2", "k2": "k2", "low_var_kl": "k3",
+          "k3": "k3", "abs": "abs"}
+
+
+def _grpo_f64(lp, old, ref, adv, mask, *, kl_coef, kl, clip_eps, clip_eps_high, clip_ratio_c,
+              log_ratio_clip, aggregation, importance_sampling_level, normalizer=None,
+              global_count=None):
+    """float64 GRPO loss, d loss / d logp and metrics, from the definition: the clipped surrogate
+    (token or sequence ratio, dual clip), ``kl_coef`` times the clamped KL estimator, aggregated."""
+    from jaxkl._src import vocabulary
+
+    lp, old, ref = (np.asarray(x, np.float64) for x in (lp, old, ref))
+    m = np.asarray(mask, np.float64)
+    n = m.sum(-1)
+    A = np.asarray(adv, np.float64)[:, None] * np.ones_like(lp)
+    lo, hi = clip_eps, clip_eps if clip_eps_high is None else clip_eps_high
+    seq = importance_sampling_level == "sequence"
+    raw = lp - old
+    if seq:
+        raw = np.broadcast_to(((raw * m).sum(-1) / np.maximum(n, 1))[:, None], lp.shape)
+    lr = raw if log_ratio_clip is None else np.clip(raw, -log_ratio_clip, log_ratio_clip)
+    ratio = np.exp(lr)
+    unc, clp = ratio * A, np.clip(ratio, 1 - lo, 1 + hi) * A
+    pg = -np.minimum(unc, clp)
+    clipped = clp < unc
+    dpg = np.where(clipped, 0.0, -ratio * A)  # d pg / d log-ratio
+    if log_ratio_clip is not None:
+        dpg = np.where(np.abs(raw) > log_ratio_clip, 0.0, dpg)
+    dual = np.zeros(lp.shape, bool)
+    if clip_ratio_c is not None:
+        dual = (A < 0) & (pg > -clip_ratio_c * A)
+        pg, dpg = np.where(dual, -clip_ratio_c * A, pg), np.where(dual, 0.0, dpg)
+    est = vocabulary.TOKEN_ESTIMATOR_ALIASES.get(kl.estimator, kl.estimator)
+    k, dk = _k_f64(est, ref - lp, kl.log_ratio_clip, kl.value_clip,
+                   kl.gradient == "straight_through")
+    if kl.gradient == "importance_weighted":  # w k, w = pi / pi_old: d(w k) = w k + w dk
+        lw = lp - old
+        if kl.log_ratio_clip is not None:
+            lw = np.clip(lw, -kl.log_ratio_clip, kl.log_ratio_clip)
+        w = np.exp(lw)
+        k, dk = w * k, w * (k + dk)
+    mode = vocabulary.AGGREGATION_ALIASES.get(aggregation, aggregation)
+    S = max(int((n > 0).sum()), 1)
+    rows = S if global_count is None else global_count
+    if mode == "token-mean":
+        w = m / (m.sum() if global_count is None else global_count)
+    elif mode == "seq-mean-token-mean":
+        w = m / np.maximum(n, 1)[:, None] / rows
+    elif mode == "seq-mean-token-sum-norm":
+        w = m / (rows * (lp.shape[-1] if normalizer is None else normalizer))
+    else:
+        raise ValueError(mode)
+    per_token = pg + kl_coef * k
+    loss = float((np.where(m > 0, per_token, 0.0) * w).sum())
+    if seq:  # the row's log-ratio is the mean of its tokens': d / d logp_t = m_t / n_i
+        gpg = (w * dpg).sum(-1, keepdims=True) * m / np.maximum(n, 1)[:, None]
+    else:
+        gpg = w * dpg
+    grad = gpg + kl_coef * w * dk
+
+    def mean(x):
+        return float((x * m).sum() / max(m.sum(), 1))
+
+    metrics = dict(clip_fraction=mean(clipped), clip_fraction_low=mean(clipped & (A < 0)),
+                   clip_fraction_high=mean(clipped & (A >= 0)), dual_clip_fraction=mean(dual),
+                   ppo_kl=mean(old - lp), kl=mean(k))
+    return loss, grad, metrics
+
+
+# (label, jaxkl preset + overrides, extra jaxkl kwargs, peer, peer kwargs, metrics jaxkl -> peer)
+def _grpo_cases(T_: int, B: int):
+    from jaxkl import rl
+
+    verl_m = {"clip_fraction": "actor/pg_clipfrac", "dual_clip_fraction": "actor/pg_clipfrac_lower",
+              "ppo_kl": "actor/ppo_kl", "kl": "kl_loss"}
+    trl_m = {"clip_fraction_low": "clip_ratio/low_mean",
+             "clip_fraction_high": "clip_ratio/high_mean",
+             "clip_fraction": "clip_ratio/region_mean"}
+    trl_kl = dict(trl_m, kl="kl")
+    tunix_m = {"clip_fraction": "pg_clipfrac", "ppo_kl": "ppo_kl", "kl": "kl"}
+    v, t, x = rl.presets.verl(), rl.presets.trl(), rl.presets.tunix()
+    return [
+        # verl: ppo_loss = vanilla policy loss (dual clip c=3) + 0.001 * agg(low_var_kl)
+        ("presets.verl()", v, {}, "verl", dict(use_kl_loss=True), verl_m),
+        ("presets.verl(), aggregation='seq-mean-token-mean', global_count=B",
+         v._replace(aggregation="seq-mean-token-mean"), dict(global_count=B), "verl",
+         dict(use_kl_loss=True, loss_agg_mode="seq-mean-token-mean"),
+         {k: v_ for k, v_ in verl_m.items() if k != "kl"}),
+        ("presets.verl(), clip_eps_high=0.28, kl_coef=0.04",
+         v._replace(clip_eps_high=0.28, kl_coef=0.04), {}, "verl",
+         dict(use_kl_loss=True, clip_ratio_high=0.28, kl_loss_coef=0.04), verl_m),
+        # TRL: GRPOTrainer._compute_loss (dr_grpo: max_completion_length, default 512)
+        ("presets.trl()", t, {}, "trl", {}, trl_m),
+        ("presets.trl(), kl_coef=0.04", t._replace(kl_coef=0.04), {}, "trl", dict(beta=0.04),
+         trl_kl),
+        ("presets.trl(), kl_coef=0.04, aggregation='grpo', global_count=B",
+         t._replace(kl_coef=0.04, aggregation="grpo"), dict(global_count=B), "trl",
+         dict(beta=0.04, loss_type="grpo"), trl_kl),
+        ("presets.trl(), kl_coef=0.04, aggregation='bnpo'",
+         t._replace(kl_coef=0.04, aggregation="bnpo"), {}, "trl",
+         dict(beta=0.04, loss_type="bnpo"), trl_kl),
+        ("presets.trl(), kl_coef=0.04, aggregation='dr_grpo', normalizer=512, global_count=B",
+         t._replace(kl_coef=0.04, aggregation="dr_grpo"), dict(normalizer=512.0, global_count=B),
+         "trl", dict(beta=0.04, loss_type="dr_grpo"), trl_kl),
+        # TRL weights the KL by the sequence ratio at the sequence level (jaxkl: the token's)
+        ("presets.trl(), kl_coef=0.04, kl=KLConfig('k3', log_ratio_clip=None), "
+         "importance_sampling_level='sequence'",
+         t._replace(kl_coef=0.04, kl=rl.KLConfig("k3", log_ratio_clip=None),
+                    importance_sampling_level="sequence"), {}, "trl",
+         dict(beta=0.04, importance_sampling_level="sequence", use_bias_correction_kl=False),
+         {"kl": "kl"}),
+        ("presets.trl(), kl_coef=0.04, clip_eps_high=0.28, clip_ratio_c=3",
+         t._replace(kl_coef=0.04, clip_eps_high=0.28, clip_ratio_c=3.0), {}, "trl",
+         dict(beta=0.04, epsilon_high=0.28, delta=3.0), trl_kl),
+        # tunix: algo_core.grpo_loss_fn with GRPOConfig
+        ("presets.tunix()", x, {}, "tunix", {}, tunix_m),
+        ("presets.tunix(), kl=KLConfig('k3', None, value_clip=10), clip_eps_high=0.28, "
+         "clip_ratio_c=3, aggregation='token-mean'",
+         x._replace(kl=rl.KLConfig("k3", log_ratio_clip=None, value_clip=10.0),
+                    clip_eps_high=0.28, clip_ratio_c=3.0, aggregation="token-mean"), {},
+         "tunix", dict(kl_loss_mode="low_var_kl", kl_clamp_value=10.0, epsilon_high=0.28,
+                       epsilon_c=3.0, loss_agg_mode="token-mean"),
+         dict(tunix_m, dual_clip_fraction="pg_clipfrac_lower")),
+        ("presets.tunix(), importance_sampling_level='sequence'",
+         x._replace(importance_sampling_level="sequence"), {}, "tunix",
+         dict(loss_algo="gspo-token"), {"ppo_kl": "ppo_kl", "kl": "kl"}),
+    ]
+
+
+def _peer_call(peer: str, pkw: dict) -> str:
+    if peer == "verl":
+        opts = {"loss_agg_mode": "token-mean", "use_kl_loss": True,
+                "kl_loss_type": "low_var_kl", "kl_loss_coef": 0.001, **pkw}
+        return "verl ppo_loss vanilla " + ", ".join(f"{k}={v!r}" for k, v in opts.items()
+                                                    if k != "use_kl_loss")
+    if peer == "trl":
+        opts = {"loss_type": "dapo", "beta": 0.0, **pkw}
+        return "TRL _compute_loss " + ", ".join(f"{k}={v!r}" for k, v in opts.items())
+    return "tunix grpo_loss_fn " + (", ".join(f"{k}={v!r}" for k, v in pkw.items())
+                                    or "GRPOConfig()")
+
+
+def check_grpo_loss(batch: dict, dtype: str) -> list[dict]:
+    """``rl.grpo_loss(**preset.loss_kwargs())`` against the peer's whole loss: value, d loss /
+    d logprobs (valid tokens) and, as a separate row, the metrics both compute."""
+    import jax
+
+    from jaxkl import rl
+
+    lp, mask, G, B = batch["lp"], batch["mask"], batch["G"], batch["B"]
+    old, ref = _grpo_inputs(batch, dtype)
+    rows = []
+    for label, preset, extra, peer, pkw, metric_names in _grpo_cases(T, B):
+        adv = np.asarray(rl.group_advantages(batch["rewards"], group_size=G,
+                                             **preset.advantage_kwargs()), np.float32)
+        kw = dict(preset.loss_kwargs(), **extra)
+        if peer == "verl":
+            res = P.verl_actor_loss(old, lp, adv, mask, ref, dtype=dtype, **pkw)
+        elif peer == "trl":
+            res = P.trl_grpo_loss(lp, adv, mask, old, ref if pkw.get("beta") else None,
+                                  dtype=dtype, **pkw)
+        else:
+            res = P.tunix_grpo_loss(lp, adv, mask, old, ref, dtype=dtype, **pkw)
+        oldj, refj = P._jx(old, dtype), P._jx(ref, dtype)
+
+        def f(x, oldj=oldj, refj=refj, adv=adv, kw=kw):
+            return rl.grpo_loss(x, oldj, adv, mask, ref_logprobs=refj, **kw)
+
+        (loss, metrics), g = jax.value_and_grad(f, has_aux=True)(P._jx(lp, dtype))
+        mine = (np.asarray(loss, np.float64), np.asarray(g.astype(np.float32), np.float64))
+        r64 = _grpo_f64(lp, old, ref, adv, mask, **kw)
+        call = _peer_call(peer, pkw)
+        rows.append(row("grpo_loss", label, call, dtype, G, mine, (res.value, res.grad),
+                        r64[:2], grad_where=mask))
+        names = sorted(metric_names)
+        mine_m = np.array([float(getattr(metrics, k)) for k in names])
+        peer_m = np.array([float(res.extra[metric_names[k]]) for k in names])
+        ref_m = np.array([r64[2][k] for k in names])
+        rows.append(row("grpo_loss metrics", label + ": " + ", ".join(names), call, dtype, G,
+                        (mine_m, None), (peer_m, None), (ref_m, None)))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
 # table
 # --------------------------------------------------------------------------------------------------
 
@@ -440,6 +651,7 @@ def main(argv=None) -> int:
             rows += check_token_kl(batch, dtype)
             rows += check_aggregate(batch, dtype)
             rows += check_logits(batch, dtype)
+            rows += check_grpo_loss(batch, dtype)
             if dtype == "float32":
                 rows += check_group_advantages(batch, dtype)
                 rows += check_response_mask(batch)

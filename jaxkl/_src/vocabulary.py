@@ -76,8 +76,10 @@ AGGREGATION_ALIASES: dict[str, str] = {
 }
 """The peers' loss-aggregation names that mean one of jaxkl's modes: TRL's ``loss_type``
 (``grpo``, ``bnpo``, ``dr_grpo``, ``dapo``; trl 1.16.0 ``GRPOConfig``; ``dapo`` divides by
-the whole batch's token count, pass it as ``global_count``; ``dr_grpo`` divides by all
-rows, empty ones included, where jaxkl counts the rows with a valid token) and tunix's
+the whole batch's token count, pass it as ``global_count``; ``grpo`` and ``dr_grpo`` divide
+by all rows, empty ones included, where jaxkl counts the rows with a valid token: pass
+``global_count=`` the number of rows; ``dr_grpo``'s normaliser is ``max_completion_length``,
+512 by default) and tunix's
 ``loss_agg_mode`` (``sequence-mean-token-mean``, ``sequence-mean-token-scale`` = Dr. GRPO).
 verl's names are jaxkl's own."""
 

@@ -87,8 +87,10 @@ def verl() -> GRPOPreset:
 def trl() -> GRPOPreset:
     """TRL's ``GRPOTrainer`` defaults.
 
-    trl 1.16.0 ``GRPOConfig``: ``beta=0.0`` (no KL term; when set, k3 without clamps),
-    ``epsilon=0.2``, ``epsilon_high=None`` (= ``epsilon``), no dual clip (``delta=None``),
+    trl 1.16.0 ``GRPOConfig``: ``beta=0.0`` (no KL term; when set, k3 without clamps,
+    times ``pi / pi_old`` as TRL's default ``use_bias_correction_kl=True`` does:
+    ``gradient="importance_weighted"``), ``epsilon=0.2``, ``epsilon_high=None``
+    (= ``epsilon``), no dual clip (``delta=None``; ``delta=c`` is ``clip_ratio_c=c``),
     ``loss_type="dapo"`` (the token mean over the whole batch: pass ``global_count`` when
     accumulating gradients), ``importance_sampling_level="token"``,
     ``scale_rewards="group"`` with ``1e-4`` added to the std
@@ -99,10 +101,12 @@ def trl() -> GRPOPreset:
       >>> from jaxkl import rl
       >>> rl.presets.trl().kl_coef, rl.presets.trl().aggregation
       (0.0, 'dapo')
+      >>> rl.presets.trl().kl.gradient  # with kl_coef != 0: TRL's use_bias_correction_kl
+      'importance_weighted'
     """
     return GRPOPreset(
-        kl_coef=0.0, kl=KLConfig("k3", log_ratio_clip=None), clip_eps=0.2,
-        clip_eps_high=None, clip_ratio_c=None, log_ratio_clip=DEFAULT_LOG_RATIO_CLIP,
+        kl_coef=0.0, kl=KLConfig("k3", gradient="importance_weighted", log_ratio_clip=None),
+        clip_eps=0.2, clip_eps_high=None, clip_ratio_c=None, log_ratio_clip=DEFAULT_LOG_RATIO_CLIP,
         aggregation="dapo", importance_sampling_level="token", scale_rewards="group",
         advantage_eps=1e-4,
         source="trl 1.16.0: trl/trainer/grpo_config.py, trl/trainer/grpo_trainer.py",
