@@ -209,3 +209,117 @@ def test_real_experiment_tables_round_trip_through_csv(tmp_path):
     (tmp_path / "results" / "estimator_table-3.csv").write_text("stale")
     fw.write_csvs(exp, result, tmp_path)  # an extra table from an older run is removed
     assert not (tmp_path / "results" / "estimator_table-3.csv").exists()
+
+
+# python -m experiments estimate -------------------------------------------------------------
+
+MIXTURE = "mixture:weights=0.3,0.7;means=-1,1;scales=0.5,0.5"
+
+
+def _estimate(*args: str) -> int:
+    try:
+        return cli.main(["estimate", *args])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def test_estimate_prints_the_table_and_writes_json_and_csv(tmp_path, capsys):
+    import distrax
+
+    import jaxkl
+
+    out_json, out_csv = tmp_path / "e.json", tmp_path / "e.csv"
+    assert _estimate("--q", "normal:0,1", "--p", MIXTURE, "--num-samples", "2e5", "--no-tail",
+                     "--json", str(out_json), "--csv", str(out_csv)) == 0
+    printed = capsys.readouterr().out
+    assert "| k3 |" in printed and "bias/true [95% CI]" in printed and "quadrature" in printed
+    result = json.loads(out_json.read_text())
+    p = jaxkl.gaussian_mixture_1d([-1.0, 1.0], [0.5, 0.5], weights=[0.3, 0.7])
+    assert result["true_kl"] == pytest.approx(
+        jaxkl.reference_kl(distrax.Normal(0.0, 1.0), p).value, rel=1e-9)
+    assert result["q"] == "normal:0,1" and result["num_samples"] == 200_000
+    for name in ("k1", "k3", "cv*"):  # unbiased: within 5 standard errors
+        e = result["estimators"][name]
+        assert abs(e["mean"] - result["true_kl"]) < 5 * e["stderr"]
+    rows = fw.read_csv(out_csv)
+    header = rows[0]
+    assert [r[0] for r in rows[1:]] == ["k1", "k2", "k3", "cv*"]
+    for row in rows[1:]:
+        saved = result["estimators"][row[0]]
+        for column in ("mean", "stderr", "bias_rel", "std_rel"):
+            assert float(row[header.index(column)]) == saved[column]
+
+
+@pytest.mark.parametrize("spec", [
+    "Normal(0, 1)", "distrax.Normal(loc=0.0, scale=1.0)",
+    '{"type": "normal", "loc": 0, "scale": 1}',
+])
+def test_estimate_spec_forms_agree(tmp_path, spec):
+    paths = []
+    for i, q in enumerate(("normal:0,1", spec)):
+        paths.append(tmp_path / f"{i}.json")
+        assert _estimate("--q", q, "--p", "gaussian_mixture_1d([-1, 1], [0.5, 0.5], "
+                         "weights=[0.3, 0.7])", "--num-samples", "10000", "--no-tail",
+                         "--json", str(paths[-1])) == 0
+    first, second = (json.loads(p.read_text()) for p in paths)
+    assert first["estimators"] == second["estimators"]
+
+
+def test_estimate_tail_verdict_flags_a_heavy_ratio(tmp_path):
+    """p = N(0, 2^2) is wider than q = N(0, 1) by more than sqrt 2: r's tail index is
+    4/3 < 2, Var_q(r) is infinite and k3 must not be recommended."""
+    out = tmp_path / "e.json"
+    assert _estimate("--q", "Normal(0, 1)", "--p", "normal:0,2", "--num-samples", "20000",
+                     "--json", str(out)) == 0
+    tail = json.loads(out.read_text())["tail"]
+    assert tail["variance"] == "heavy" and tail["best_at_budget"] == "k1"
+    assert abs(tail["tail_index"] - 4 / 3) < 4 * tail["tail_index_se"]
+
+
+def test_estimate_two_dimensional_mixture_from_json(capsys):
+    spec = '{"type": "mixture", "means": [[0, 0], [2, 0]], "scales": [[1, 1], [1, 1]]}'
+    assert _estimate("--q", "MultivariateNormalDiag([0, 0], [1, 1])", "--p", spec,
+                     "--num-samples", "10000", "--no-tail") == 0
+    assert "| cv* |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("q", "p", "message"),
+    [
+        ("normal:0", "normal:0,1", "--q 'normal:0': expected normal:LOC,SCALE"),
+        ("normal:0,1", "Beta(1, 2)", "--p 'Beta(1, 2)': unknown constructor 'Beta'"),
+        ("normal:0,1", "os.system('ls')", "unsupported constructor 'os.system'"),
+        ("normal:0,1", "Normal(x, 1)", "arguments must be numbers"),
+        ("Normal('a', 1)", "normal:0,1", "expected numbers or lists of numbers"),
+        ("normal:0,1", "{bad json", "--p '{bad json': not valid JSON"),
+        ("normal:0,1", '{"loc": 0}', 'with a "type"'),
+        ("normal:0,1", "mixture:means=0,1;scales=1", "--p 'mixture:means=0,1;scales=1': "
+                                                    "mixture(...) refused its arguments"),
+        ("normal:0,1", "mixture:means=0,1;scales=1,1;weights=0.3,0.6", "must sum to 1"),
+        ("normal:0,1", "mixture:mean=0,1", "expected means=..;scales=.."),
+        ("normal:0,1", "normal:a,1", "expected comma-separated numbers"),
+        ("normal:0,1", "Normal(0, float('inf'))", "arguments must be numbers"),
+        ("normal:0,1", "Normal(0, 1e999)", "is not finite"),
+        ("normal:0,1", "cauchy:0,1", "unknown short form 'cauchy'"),
+        ("normal:0,1", "just words", "expected a constructor call"),
+        ("Normal(0, -1)", "normal:0,1", "--q/--p: `q` has scale -1.0"),
+        ("Normal(0, 1)", "MultivariateNormalDiag([0, 0], [1, 1])", "same event shape"),
+    ],
+)
+def test_estimate_rejects_bad_specs_with_exit_2(tmp_path, capsys, q, p, message):
+    out = tmp_path / "e.json"
+    assert _estimate("--q", q, "--p", p, "--num-samples", "1000", "--no-tail",
+                     "--json", str(out)) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--q", "normal:0,1"], "the following arguments are required: --p"),
+    (["--q", "normal:0,1", "--p", "normal:1,1", "--num-samples", "0"], "--num-samples"),
+    (["--q", "normal:0,1", "--p", "normal:1,1", "--num-samples", "1.5"], "positive integer"),
+])
+def test_estimate_bad_options_exit_2(capsys, args, message):
+    assert _estimate(*args) == 2
+    assert message in capsys.readouterr().err
