@@ -32,6 +32,9 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
         prog="python -m experiments",
         description="Reproduce jaxkl's figures and tables.",
         allow_abbrev=False,  # `--ful` must not silently mean `--full`
+        epilog="Every table is also written as results/NAME.csv (NAME-2.csv, ... for more "
+               "tables). `python -m experiments estimate --q SPEC --p SPEC` runs the "
+               "estimator table on your own pair (see `estimate --help`).",
     )
     parser.add_argument(
         "names", nargs="*", default=["all"], metavar="NAME",

@@ -323,3 +323,32 @@ def test_estimate_rejects_bad_specs_with_exit_2(tmp_path, capsys, q, p, message)
 def test_estimate_bad_options_exit_2(capsys, args, message):
     assert _estimate(*args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_real_experiment_with_overrides_end_to_end(tmp_path):
+    """estimator_table at 1000 samples through the real entry point: overrides recorded,
+    both tables as CSV, and the CSV's numbers are the JSON's (as the table rounds them)."""
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "estimator_table", "--set", "num_samples=1e3",
+         "--seed", "2", "--out", str(out), "--no-progress"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    record = _record(out, "estimator_table")
+    assert record["overrides"] == {"seed": 2, "num_samples": 1000}
+    rows = fw.read_csv(out / "results" / "estimator_table.csv")
+    header, body = rows[0], rows[1:]
+    by_key = {(r[0], r[2]): r for r in body}
+    for row in record["result"]["rows"]:
+        for name, e in row["estimators"].items():
+            cell = by_key[(row["case"], name)][header.index("mean")]
+            assert float(cell) == pytest.approx(e["mean"], rel=1e-4)
+            cell = by_key[(row["case"], name)][header.index("std/true")]
+            assert float(cell) == pytest.approx(e["std_rel"], abs=1e-3)
+    fractions = fw.read_csv(out / "results" / "estimator_table-2.csv")
+    assert [r[0] for r in fractions[1:]] == [r["case"] for r in record["result"]["rows"]]
+    assert "Not the default configuration" in (out / "REPORT.md").read_text()
