@@ -21,6 +21,7 @@ estimator table on a pair of the user's own (see ``experiments/_estimate.py``).
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -44,7 +45,9 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
                         help="run only this experiment (repeatable)")
     parser.add_argument("--full", action="store_true", help="accelerator-size configurations")
     parser.add_argument("--force", action="store_true", help="rerun even if results exist")
-    parser.add_argument("--list", action="store_true", help="list experiments and exit")
+    parser.add_argument("--list", action="store_true",
+                        help="list experiments and exit; with names, also their "
+                             "configuration keys and defaults (at --full size with --full)")
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="output folder (default outputs/quick or outputs/full)")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -71,14 +74,20 @@ def main(argv: list[str] | None = None,
     registry = _framework.discover() if registry is None else registry
     parser = _parser(list(registry))
     args = parser.parse_args(argv)
-    if args.list:
-        for name, experiment in registry.items():
-            print(f"{name:24s} {experiment.description}")
-        return 0
     wanted = [n for n in args.names if n != "all"] + args.only
     unknown = [n for n in wanted if n not in registry]
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(registry)}")
+    if args.list:
+        size = "full" if args.full else "quick"
+        for name, experiment in registry.items():
+            if wanted and name not in wanted:
+                continue
+            print(f"{name:24s} {experiment.description}")
+            if wanted:  # the keys --set accepts, with their defaults at this size
+                for key, value in experiment.config(size).items():
+                    print(f"    {key} = {json.dumps(value)}")
+        return 0
     if args.timeout is not None and not args.timeout > 0:
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     selected = [registry[n] for n in wanted] if wanted else list(registry.values())

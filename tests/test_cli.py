@@ -352,3 +352,16 @@ def test_a_real_experiment_with_overrides_end_to_end(tmp_path):
     fractions = fw.read_csv(out / "results" / "estimator_table-2.csv")
     assert [r[0] for r in fractions[1:]] == [r["case"] for r in record["result"]["rows"]]
     assert "Not the default configuration" in (out / "REPORT.md").read_text()
+
+
+def test_list_with_names_shows_the_keys_set_accepts(toy, capsys):
+    toy.add("first")
+    toy.add("second")
+    assert toy.main("first", "--list") == 0
+    out = capsys.readouterr().out
+    assert "first" in out and "second" not in out and "    x = 1" in out
+    assert toy.main("first", "--list", "--full") == 0
+    assert "    x = 10" in capsys.readouterr().out
+    assert toy.main("--list") == 0
+    out = capsys.readouterr().out
+    assert "second" in out and "x = " not in out
