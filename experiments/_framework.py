@@ -4,8 +4,12 @@ An experiment is a module ``experiments/NAME.py`` that defines ``EXPERIMENT``, a
 :class:`Experiment`. The runner discovers every such module, runs the ones asked for at
 the quick (CPU) or full (accelerator) size, and writes into the output folder:
 
-- ``results/NAME.json``: ``{"name", "size", "config", "seed", "versions", "device",
-  "wall_time_s", "result"}``, written atomically (temporary file, then ``os.replace``);
+- ``results/NAME.json``: ``{"name", "size", "config", "seed", "overrides", "versions",
+  "device", "wall_time_s", "result"}``, written atomically (temporary file, then
+  ``os.replace``); ``overrides`` holds the keys whose value differs from the size's
+  default configuration (``--seed``/``--set``, see :func:`apply_overrides`);
+- ``results/NAME.csv`` (``NAME-2.csv``, ... for further tables): every Markdown table of
+  ``table(result)``, cell by cell, written atomically before the JSON;
 - ``figures/NAME.png``, written atomically too;
 - ``REPORT.md``: every figure and table with each experiment's own short reading,
   rewritten after each experiment.
@@ -18,7 +22,9 @@ Python-level timeout can interrupt) therefore costs one experiment, not the whol
 
 An experiment whose files exist and are sound (the JSON parses, has this configuration
 and the keys the report reads; the PNG decodes) is skipped unless ``--force``, so an
-interrupted run resumes where it stopped. Quick and full results never share a folder.
+interrupted run resumes where it stopped; missing or damaged CSV tables are rewritten from
+a sound JSON without rerunning. Quick and full results never share a folder, and results
+of one set of overrides never silently replace another's (:func:`override_conflicts`).
 """
 
 from __future__ import annotations
