@@ -4,8 +4,12 @@ An experiment is a module ``experiments/NAME.py`` that defines ``EXPERIMENT``, a
 :class:`Experiment`. The runner discovers every such module, runs the ones asked for at
 the quick (CPU) or full (accelerator) size, and writes into the output folder:
 
-- ``results/NAME.json``: ``{"name", "size", "config", "seed", "versions", "device",
-  "wall_time_s", "result"}``, written atomically (temporary file, then ``os.replace``);
+- ``results/NAME.json``: ``{"name", "size", "config", "seed", "overrides", "versions",
+  "device", "wall_time_s", "result"}``, written atomically (temporary file, then
+  ``os.replace``); ``overrides`` holds the keys whose value differs from the size's
+  default configuration (``--seed``/``--set``, see :func:`apply_overrides`);
+- ``results/NAME.csv`` (``NAME-2.csv``, ... for further tables): every Markdown table of
+  ``table(result)``, cell by cell, written atomically before the JSON;
 - ``figures/NAME.png``, written atomically too;
 - ``REPORT.md``: every figure and table with each experiment's own short reading,
   rewritten after each experiment.
@@ -18,19 +22,26 @@ Python-level timeout can interrupt) therefore costs one experiment, not the whol
 
 An experiment whose files exist and are sound (the JSON parses, has this configuration
 and the keys the report reads; the PNG decodes) is skipped unless ``--force``, so an
-interrupted run resumes where it stopped. Quick and full results never share a folder.
+interrupted run resumes where it stopped; missing or damaged CSV tables are rewritten from
+a sound JSON without rerunning. Quick and full results never share a folder, and results
+of one set of overrides never silently replace another's (:func:`override_conflicts`).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import faulthandler
+import hashlib
 import importlib
+import io
 import json
+import math
 import os
 import pathlib
 import pkgutil
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -50,6 +61,121 @@ DEFAULT_TIMEOUT_S = {"quick": 20 * 60.0, "full": 6 * 3600.0}
 # parent kills it only if it is still there after this grace period.
 _KILL_GRACE_S = 30.0
 _RECORD_KEYS = ("name", "config", "versions", "device", "wall_time_s", "result")
+
+
+class BadOverride(ValueError):
+    """A ``--set``/``--seed`` that does not fit the experiments selected (exit status 2)."""
+
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number",
+               str: "a string", list: "a list", dict: "an object"}
+
+
+def _kind(value: Any) -> type | None:
+    for kind in (bool, int, float, str, list, dict):  # bool before int: True is an int
+        if isinstance(value, kind):
+            return kind
+    return None
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``"KEY=VALUE"`` or ``"NAME.KEY=VALUE"`` -> (key or NAME.KEY, raw value text)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise BadOverride(f"--set {text!r}: expected KEY=VALUE (or NAME.KEY=VALUE)")
+    return key, value
+
+
+def coerce_value(key: str, raw: str, default: Any) -> Any:
+    """``raw`` read as a JSON literal and checked against the type of ``default``.
+
+    Integers are accepted where the default is a float, integral numbers (``1e6``) where
+    it is an int, and bare words where it is a string; list elements are checked when the
+    default's elements are all numbers or all strings.
+    """
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        if isinstance(default, str):
+            return raw
+        raise BadOverride(f"--set {key}={raw}: {raw!r} is not a JSON value "
+                          f"(expected {_TYPE_NAMES.get(_kind(default), 'JSON')})") from None
+    want, got = _kind(default), _kind(value)
+    if want is None or default is None:
+        return value
+    if want is float and got is int:
+        return float(value)
+    if want is int and got is float and value.is_integer():
+        return int(value)
+    if got is not want:
+        raise BadOverride(f"--set {key}={raw}: expected {_TYPE_NAMES[want]} like the default "
+                          f"{json.dumps(default)}, got {json.dumps(value)}")
+    if want is float and not math.isfinite(value):
+        raise BadOverride(f"--set {key}={raw}: expected a finite number")
+    if want is list and default:
+        kinds = {_kind(v) for v in default}
+        numbers = kinds <= {int, float}
+        if numbers and not all(_kind(v) in (int, float) for v in value):
+            raise BadOverride(f"--set {key}={raw}: expected a list of numbers like the "
+                              f"default {json.dumps(default)}")
+        if kinds == {str} and not all(isinstance(v, str) for v in value):
+            raise BadOverride(f"--set {key}={raw}: expected a list of strings like the "
+                              f"default {json.dumps(default)}")
+    return value
+
+
+def apply_overrides(
+    experiments: Iterable[Experiment], size: str, overrides: Iterable[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """Each selected experiment's configuration with ``overrides`` applied, by name.
+
+    ``overrides`` are ``(key, raw value)`` pairs in command-line order (a later one wins).
+    A plain ``KEY`` must be a key of every selected experiment's configuration;
+    ``NAME.KEY`` targets experiment ``NAME`` only (which must be selected).
+
+    Raises:
+      BadOverride: an unknown key (named, with the valid keys), an experiment name that is
+        not selected, or a value of the wrong type.
+    """
+    selected = {e.name: e for e in experiments}
+    configs = {name: _jsonable(e.config(size)) for name, e in selected.items()}
+    for key, raw in overrides:
+        name, dot, bare = key.rpartition(".")
+        if dot:
+            if name not in selected:
+                raise BadOverride(
+                    f"--set {key}={raw}: {name!r} is not one of the experiments selected "
+                    f"({', '.join(selected)})")
+            targets = [name]
+        else:
+            targets = list(selected)
+        for target in targets:
+            config = configs[target]
+            if bare not in config:
+                others = "" if len(targets) == 1 else (
+                    f"; a plain KEY must be in every selected experiment, use "
+                    f"{target}.KEY=VALUE or NAME.KEY=VALUE to set one experiment's key")
+                raise BadOverride(
+                    f"--set {key}={raw}: unknown key {bare!r} for experiment {target!r}; "
+                    f"its keys are {', '.join(sorted(config))}{others}")
+            config[bare] = coerce_value(key, raw, config[bare])
+    return configs
+
+
+def config_overrides(experiment: Experiment, config: Config, size: str) -> dict[str, Any]:
+    """The keys of ``config`` whose value differs from the experiment's ``size`` default."""
+    default = _jsonable(experiment.config(size))
+    return {k: v for k, v in _jsonable(config).items() if default.get(k, object()) != v}
+
+
+def overrides_label(overrides: Iterable[tuple[str, str]]) -> str:
+    """A folder-name-safe label for a set of ``--set`` overrides (short, or a hash)."""
+    text = ",".join(f"{k}={v}" for k, v in overrides)
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+    if len(safe) > 60 or safe.startswith("."):
+        return "h" + hashlib.sha1(text.encode()).hexdigest()[:10]
+    return safe
 
 
 class Progress:
@@ -209,6 +335,82 @@ def figure_path(out: pathlib.Path, name: str) -> pathlib.Path:
     return out / "figures" / f"{name}.png"
 
 
+def csv_path(out: pathlib.Path, name: str, index: int = 1) -> pathlib.Path:
+    """``results/NAME.csv`` for an experiment's first table, ``NAME-2.csv``, ... after."""
+    return out / "results" / (f"{name}.csv" if index == 1 else f"{name}-{index}.csv")
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one Markdown table row (``\\|`` is a literal bar)."""
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", body)]
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in ``text`` as rows of cells (header first, no ``---`` row)."""
+    tables: list[list[list[str]]] = []
+    block: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.strip().startswith("|"):
+            block.append(line)
+            continue
+        if len(block) >= 2 and re.fullmatch(r"[\s|:-]+", block[1]) and "-" in block[1]:
+            tables.append([_cells(block[0]), *(_cells(row) for row in block[2:])])
+        block = []
+    return tables
+
+
+def table_csvs(experiment: Experiment, result: Result) -> list[bytes]:
+    """The experiment's tables (from ``experiment.table``) as CSV files' contents."""
+    files = []
+    for rows in markdown_tables(experiment.table(result)):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        files.append(buffer.getvalue().encode())
+    return files
+
+
+def read_csv(path: pathlib.Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def write_csvs(experiment: Experiment, result: Result, out: pathlib.Path) -> list[pathlib.Path]:
+    """Writes each table's CSV atomically (and removes extra ones from an older run)."""
+    tables = table_csvs(experiment, result)
+    paths = [csv_path(out, experiment.name, i) for i in range(1, len(tables) + 1)]
+    for path, data in zip(paths, tables, strict=True):
+        atomic_write_bytes(path, data)
+    for stale in (out / "results").glob(f"{experiment.name}-*.csv"):
+        suffix = stale.stem[len(experiment.name) + 1:]
+        if suffix.isdigit() and int(suffix) > len(tables):
+            stale.unlink()
+    return paths
+
+
+def repair_csvs(experiment: Experiment, out: pathlib.Path) -> bool:
+    """Rewrites the CSV tables from a sound results file when they are missing or stale
+    (they are derived from the JSON alone); True when it wrote them."""
+    result = load_record(experiment, out)["result"]
+    if csvs_are_sound(experiment, result, out):
+        return False
+    write_csvs(experiment, result, out)
+    return True
+
+
+def csvs_are_sound(experiment: Experiment, result: Result, out: pathlib.Path) -> bool:
+    """True when every table's CSV exists and holds exactly that table's cells."""
+    for index, rows in enumerate(markdown_tables(experiment.table(result)), start=1):
+        try:
+            if read_csv(csv_path(out, experiment.name, index)) != rows:
+                return False
+        except (OSError, csv.Error, UnicodeDecodeError):
+            return False
+    return True
+
+
 class BadRecord(Exception):
     """A results file that cannot back the report (unreadable, truncated, wrong keys)."""
 
@@ -262,15 +464,17 @@ def record_size(experiment: Experiment, record: Mapping[str, Any]) -> str | None
     return None
 
 
-def is_done(experiment: Experiment, config: Config, out: pathlib.Path) -> bool:
-    """True when a sound result for exactly this configuration, and a sound figure, exist."""
+def is_done(experiment: Experiment, config: Config, out: pathlib.Path, *,
+            check_csv: bool = True) -> bool:
+    """True when a sound result for exactly this configuration, a sound figure and (unless
+    ``check_csv`` is False) the tables' CSV files exist."""
     try:
         record = load_record(experiment, out)
     except (OSError, BadRecord):
         return False
-    return record["config"] == _jsonable(config) and figure_is_sound(
-        figure_path(out, experiment.name)
-    )
+    return (record["config"] == _jsonable(config)
+            and figure_is_sound(figure_path(out, experiment.name))
+            and (not check_csv or csvs_are_sound(experiment, record["result"], out)))
 
 
 def run_one(
@@ -286,13 +490,16 @@ def run_one(
         "size": size,
         "config": _jsonable(config),
         "seed": config.get("seed"),
+        "overrides": config_overrides(experiment, config, size),
         **environment(),
         "wall_time_s": wall,
         "result": result,
     }
     payload = json.dumps(record, indent=1, allow_nan=True).encode()
-    # Figure first, JSON last: the JSON's presence marks the experiment as finished.
+    # Figure and CSV tables first, JSON last: the JSON's presence marks the experiment
+    # as finished.
     experiment.plot(result, figure_path(out, experiment.name))
+    write_csvs(experiment, result, out)
     atomic_write_bytes(result_path(out, experiment.name), payload)
     return record
 
@@ -371,6 +578,29 @@ def check_writable(out: pathlib.Path) -> None:
             raise OSError(f"`--out` {out}: cannot write in {folder} ({error.strerror})") from None
 
 
+def override_conflicts(experiments: Iterable[Experiment], configs: Mapping[str, Config],
+                       size: str, out: pathlib.Path) -> list[str]:
+    """Results in ``out`` that this run would replace by ones of other overrides.
+
+    For each selected experiment whose results file exists: a description when its
+    recorded overrides (none for a default run or an older file) differ from this run's
+    and either is not the default, e.g. a ``--seed 3`` run over default results.
+    """
+    conflicts = []
+    for experiment in experiments:
+        try:
+            record = json.loads(result_path(out, experiment.name).read_text())
+            old = record.get("overrides") or {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue  # no results, or unreadable ones: nothing sound to protect
+        new = config_overrides(experiment, configs[experiment.name], size)
+        if old != new and (old or new):
+            describe = lambda o: ("the default configuration" if not o else
+                                  ", ".join(f"{k}={json.dumps(v)}" for k, v in o.items()))
+            conflicts.append(f"{experiment.name} ({describe(old)}; this run: {describe(new)})")
+    return conflicts
+
+
 def sizes_present(experiments: Iterable[Experiment], out: pathlib.Path) -> dict[str, list[str]]:
     """The sizes of the results already in ``out``: size -> result files of that size."""
     by_name = {e.name: e for e in experiments}
@@ -413,11 +643,17 @@ def write_report(
             continue
         result = record["result"]
         device = record["device"]
+        overrides = record.get("overrides") or {}
+        changed = [] if not overrides else [
+            "**Not the default configuration:** run with "
+            + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in overrides.items())
+            + f" (`--set`; default {record.get('size', '')} values otherwise).", ""]
         lines += [
             f"## {experiment.name}",
             "",
             experiment.description,
             "",
+            *changed,
             f"![{experiment.name}](figures/{experiment.name}.png)",
             "",
             experiment.table(result),

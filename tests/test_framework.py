@@ -274,7 +274,8 @@ def test_corrupt_results_of_an_unselected_experiment_are_named_and_skipped(toy):
 @pytest.mark.parametrize(
     "args",
     [["--bogus-flag"], ["no_such_experiment"], ["--only", "nope"], ["--out"], ["--ful"],
-     ["--timeout", "0"]],
+     ["--timeout", "0"], ["--set", "no_such_key=1"], ["--seed", "x"],
+     ["estimator_table", "--set", "num_samples=many"]],
 )
 def test_bad_command_line_exits_2_and_writes_nothing(tmp_path, args):
     out = tmp_path / "out"
