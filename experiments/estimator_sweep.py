@@ -7,7 +7,8 @@ Five families of (q, p), each swept over the true KL(q||p) (from
 - ``scale, p narrower``: q = N(0, 1), p = N(0, s^2), s < 1; r = p/q is bounded.
 - ``scale, p wider``: the same with s > 1. The ratio's tail is Pareto-like,
   P(r > t) ~ t^-alpha with alpha = s^2 / (s^2 - 1), so Var_q(r) is infinite once
-  s > sqrt(2) (KL > 0.097): k3 and every cv(lambda != 0) then have infinite variance,
+  s >= sqrt(2) (KL >= log(2)/2 - 1/4 = 0.0966; at s = sqrt 2, alpha = 2 and E_q[r^2]
+  diverges): k3 and every cv(lambda != 0) then have infinite variance,
   while k1 and k2 (polynomials in a Gaussian) keep finite variance.
 - ``Gaussian vs bimodal``: q = N(0, 1), p = (N(-a, 1) + N(a, 1)) / 2.
 - ``2-D mixtures``: q a two-component 2-D mixture, p the same mixture translated by t.
@@ -406,7 +407,8 @@ def reading(result) -> str:
             parts.append(
                 f"When p is wider than q (scale family), {len(inf)} of {len(pts)} points have "
                 f"an exact tail index s^2/(s^2-1) of r at most 2 (from KL="
-                f"{inf[0]['true_kl']:.2g}; s >= sqrt 2, KL >= 0.097): Var(k3) is infinite "
+                f"{inf[0]['true_kl']:.2g}; s >= sqrt 2, KL >= {_scale_kl(np.sqrt(2)):.4f}): "
+                "Var(k3) is infinite "
                 f"there and reported as such, not as a number (Hill's estimate alone puts "
                 f"{by_hill} of them clearly below 2); k3's sample std grew "
                 f"{g[-1] / g[0]:.3g}x from n={result['growth_sizes'][0]} to "
