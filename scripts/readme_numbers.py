@@ -538,6 +538,26 @@ def block_toy_grpo(res: Results) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# gallery: every experiment's picture in docs/gallery/ (scripts/gallery.py makes them)
+# ---------------------------------------------------------------------------------------
+
+GALLERY = ROOT / "docs" / "gallery"
+
+
+def block_gallery(res: Results) -> str:
+    from experiments import _framework
+
+    names = [n for n in _framework.discover() if (GALLERY / f"{n}.png").exists()]
+    cells = [f"![{n.replace('_', ' ')}](docs/gallery/{n}.png)" for n in names]
+    if len(cells) % 2:
+        cells.append("")
+    rows = ["| | |", "|---|---|"]
+    rows += [f"| {a} | {b} |".replace("|  |", "| |") for a, b in zip(cells[::2], cells[1::2],
+                                                                   strict=True)]
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------
 
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "estimator_sweep": block_estimator_sweep,
@@ -545,6 +565,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "fits": block_fits,
     "gradient_audit": block_gradient_audit,
     "toy_grpo": block_toy_grpo,
+    "gallery": block_gallery,
 }
 
 

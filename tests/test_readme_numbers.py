@@ -96,3 +96,16 @@ def test_results_of_another_configuration_are_refused(tmp_path, capsys):
                                          (0.001000001, "0.0010"), (5.9386, "5.9")])
 def test_number_format(value, text):
     assert readme_numbers.g(value) == text
+
+
+def test_the_gallery_shows_every_experiment_with_committed_results():
+    from experiments import _framework
+
+    names = [n for n in _framework.discover()
+             if (readme_numbers.RESULTS / f"{n}.json").exists()]
+    assert {"mixture_kl_bounds", "alpha_sweep", "toy_grpo"} <= set(names)
+    missing = [n for n in names if not (readme_numbers.GALLERY / f"{n}.png").exists()]
+    assert not missing, f"run scripts/gallery.py: no docs/gallery picture for {missing}"
+    gallery = readme_numbers.block_gallery(readme_numbers.Results(readme_numbers.RESULTS))
+    for name in names:
+        assert f"(docs/gallery/{name}.png)" in gallery
