@@ -7,7 +7,8 @@ Five families of (q, p), each swept over the true KL(q||p) (from
 - ``scale, p narrower``: q = N(0, 1), p = N(0, s^2), s < 1; r = p/q is bounded.
 - ``scale, p wider``: the same with s > 1. The ratio's tail is Pareto-like,
   P(r > t) ~ t^-alpha with alpha = s^2 / (s^2 - 1), so Var_q(r) is infinite once
-  s > sqrt(2) (KL > 0.097): k3 and every cv(lambda != 0) then have infinite variance,
+  s >= sqrt(2) (KL >= log(2)/2 - 1/4 = 0.0966; at s = sqrt 2, alpha = 2 and E_q[r^2]
+  diverges): k3 and every cv(lambda != 0) then have infinite variance,
   while k1 and k2 (polynomials in a Gaussian) keep finite variance.
 - ``Gaussian vs bimodal``: q = N(0, 1), p = (N(-a, 1) + N(a, 1)) / 2.
 - ``2-D mixtures``: q a two-component 2-D mixture, p the same mixture translated by t.
@@ -261,91 +262,123 @@ def winners(result: dict) -> list[list[str]]:
              for pt in fam["points"]] for fam in result["families"]]
 
 
+def _kl_label(kl: float) -> str:
+    return f"{kl:.2g}" if kl < 1 else f"{kl:.3g}"
+
+
 def plot(result, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import LogLocator, NullFormatter
 
     families = result["families"]
-    rows = len(families)
-    fig = plt.figure(figsize=(13, 3.3 * (rows + 1)))
-    grid = fig.add_gridspec(rows + 1, 2, hspace=0.55, wspace=0.25, top=0.955)
-    for r, fam in enumerate(families):
+    fig = plt.figure(figsize=(15, 13.5))
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.62], hspace=0.42, wspace=0.22,
+                            top=0.86, bottom=0.06, left=0.06, right=0.8)
+    slots = [grid[0, 0], grid[0, 1], grid[0, 2], grid[1, 0], grid[1, 1]]
+    first = None
+    boundary = _scale_kl(np.sqrt(2.0))
+    for slot, fam in zip(slots, families, strict=False):  # the five FAMILIES at most
+        ax = fig.add_subplot(slot, sharey=first)
+        first = first or ax
         kl = np.array([pt["true_kl"] for pt in fam["points"]])
-        ax_b, ax_s = fig.add_subplot(grid[r, 0]), fig.add_subplot(grid[r, 1])
-        infinite = np.array([pt["variance"] != "finite" for pt in fam["points"]])
+        hidden = np.array([pt["variance"] != "finite" for pt in fam["points"]])
         for name in ESTIMATORS:
             e = [pt["estimators"][name] for pt in fam["points"]]
-            bias = np.abs([x["bias"] for x in e]) / kl
-            se = 2 * np.array([x["bias_se"] for x in e]) / kl
-            significant = bias > se
-            ax_b.errorbar(kl, np.maximum(bias, 1e-12), yerr=[np.minimum(se, bias * 0.999), se],
-                          fmt="none", ecolor=COLORS[name], alpha=0.35)
-            ax_b.plot(kl[significant], bias[significant], "o", color=COLORS[name], label=name)
-            ax_b.plot(kl[~significant], se[~significant], "v", mfc="none",
-                      color=COLORS[name])
             std = np.array([x["std"] for x in e]) / kl
             lo = np.array([x["std_min"] for x in e]) / kl
             hi = np.array([x["std_max"] for x in e]) / kl
-            hide = infinite if name in USES_RATIO else np.zeros_like(infinite)
-            ax_s.errorbar(kl[~hide], std[~hide], yerr=[std[~hide] - lo[~hide],
-                          hi[~hide] - std[~hide]], fmt="o-", ms=3, color=COLORS[name],
-                          label=name, capsize=2)
+            hide = hidden if name in USES_RATIO else np.zeros_like(hidden)
+            shown = np.where(hide, np.nan, std)
+            ax.errorbar(kl, shown, yerr=[np.where(hide, 0, std - lo), np.where(hide, 0, hi - std)],
+                        fmt="o-", ms=3.5, color=COLORS[name], capsize=2, lw=1.3)
             if hide.any():
-                height = 1.0 if name == "k3" else 0.94  # side by side, both visible
-                ax_s.plot(kl[hide], np.full(hide.sum(), height), "^", color=COLORS[name], ms=9,
-                          transform=ax_s.get_xaxis_transform(), clip_on=False,
-                          label=f"{name}: std not estimable (heavy or uncertain tail)")
+                height = 0.96 if name == "k3" else 0.9
+                ax.plot(kl[hide], np.full(hide.sum(), height), "^", color=COLORS[name], ms=7,
+                        transform=ax.get_xaxis_transform())
+        k2 = [pt["estimators"]["k2"] for pt in fam["points"]]
+        bias = np.array([x["bias"] for x in k2])
+        significant = np.abs(bias) > 2 * np.array([x["bias_se"] for x in k2])
+        ax.plot(kl[significant], np.abs(bias[significant]) / kl[significant], "x--",
+                color=COLORS["k2"], ms=6, lw=1)
         if fam["name"] == "location":
             mu = np.sqrt(2 * np.geomspace(kl.min(), kl.max(), 100))
             forms = [location_closed_form(m) for m in mu]
-            kls = mu**2 / 2
-            ax_b.plot(kls, [f["k2"]["bias_rel"] for f in forms], "--", color=COLORS["k2"],
-                      lw=1, label="k2 closed form")
             for name in ESTIMATORS:
-                ax_s.plot(kls, [f[name]["std_rel"] for f in forms], "--", color=COLORS[name],
-                          lw=1)
-        for ax, what in ((ax_b, "|bias| / true KL"), (ax_s, "std / true KL (1 sample)")):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("true KL(q||p)")
-            ax.set_ylabel(what)
-            ax.set_title(f"{fam['label']}", fontsize=9)
-            ax.grid(True, which="major", alpha=0.3)
-        ax_b.legend(fontsize=7, title="filled: bias > 2 se; hollow: 2 se", title_fontsize=7)
-        ax_s.legend(fontsize=7)
+                ax.plot(mu**2 / 2, [f[name]["std_rel"] for f in forms], ":", color=COLORS[name],
+                        lw=1.2)
+        if fam["name"] == "scale_wider":
+            ax.axvspan(boundary, kl.max() * 1.5, color="tab:red", alpha=0.07, lw=0)
+            ax.text(boundary * 1.15, 0.03, "s ≥ √2: Var_q(r) = ∞", color="tab:red",
+                    fontsize=8, transform=ax.get_xaxis_transform())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(numticks=12))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("true KL(q‖p) (nats)")
+        ax.set_ylabel("std / true KL (one sample)")
+        ax.set_title(fam["label"], fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
 
-    ax_w = fig.add_subplot(grid[rows, 0])
+    low, _ = first.get_ylim()
+    first.set_ylim(low, 2e3)  # the location family's k3 closed form leaves through the top
+    ax_g = fig.add_subplot(grid[1, 2])
+    heavy = next((f for f in families if f["name"] == "scale_wider"), families[0])
+    sizes = np.array(result["growth_sizes"])
+    cmap = plt.get_cmap("viridis")
+    points = heavy["points"]
+    growth_handles = []
+    for i, pt in enumerate(points):
+        color = cmap(i / max(1, len(points) - 1))
+        ax_g.plot(sizes, np.array(pt["growth"]["k3"]) / pt["true_kl"], "o-", ms=3.5,
+                  color=color)
+        ax_g.plot(sizes, np.array(pt["growth"]["k1"]) / pt["true_kl"], ":", color=color,
+                  lw=1.2)
+        growth_handles.append(Line2D([], [], color=color, marker="o", ms=3.5,
+                                     label=f"KL {_kl_label(pt['true_kl'])} ({pt['variance']})"))
+    growth_handles.append(Line2D([], [], color="0.3", ls=":", label="k1, same colour = same KL"))
+    ax_g.set_xscale("log", base=2)
+    ax_g.set_yscale("log")
+    ax_g.yaxis.set_minor_formatter(NullFormatter())
+    ax_g.set_xlabel("sample size n")
+    ax_g.set_ylabel("sample std / true KL")
+    ax_g.set_title(f"{heavy['name']}: k3's sample std vs n (solid)", fontsize=10)
+    ax_g.grid(True, which="major", alpha=0.3)
+    ax_g.legend(handles=growth_handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1),
+                title="k3 at each KL", title_fontsize=8, frameon=False)
+
+    ax_w = fig.add_subplot(grid[2, :])
     names = list(ESTIMATORS)
     table = winners(result)
     codes = np.array([[names.index(w) for w in row] for row in table])
     cmap = matplotlib.colors.ListedColormap([COLORS[n] for n in names])
     ax_w.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto")
     for (i, j), code in np.ndenumerate(codes):
-        ax_w.text(j, i, names[code], ha="center", va="center", fontsize=7, color="white")
+        ax_w.text(j, i, names[code], ha="center", va="center", fontsize=9, color="white")
     kl0 = [pt["true_kl"] for pt in families[0]["points"]]
-    ax_w.set_xticks(range(len(kl0)), [f"{k:.0e}" for k in kl0], fontsize=7, rotation=45)
-    ax_w.set_yticks(range(rows), [f["name"] for f in families], fontsize=8)
-    ax_w.set_xlabel("target KL")
-    ax_w.set_title(f"lowest RMSE with n = {result['budget']} samples", fontsize=9)
+    ax_w.set_xticks(range(len(kl0)), [_kl_label(k) for k in kl0], fontsize=9)
+    ax_w.set_yticks(range(len(families)), [f["name"] for f in families], fontsize=9)
+    ax_w.set_xlabel("target KL (nats; each family's true KL at a point is in the table)")
+    ax_w.set_title(f"lowest RMSE of the mean of n = {result['budget']} samples (k3/cv* only "
+                   "where Var_q(r) is judged finite)", fontsize=10)
 
-    ax_g = fig.add_subplot(grid[rows, 1])
-    heavy = next((f for f in families if f["name"] == "scale_wider"), families[0])
-    sizes = np.array(result["growth_sizes"])
-    for pt in heavy["points"][::max(1, len(heavy["points"]) // 4)]:
-        tag = f"KL={pt['true_kl']:.2g} ({pt['variance']})"
-        ax_g.plot(sizes, np.array(pt["growth"]["k3"]) / pt["true_kl"], "o-", ms=3,
-                  label=f"k3, {tag}")
-        ax_g.plot(sizes, np.array(pt["growth"]["k1"]) / pt["true_kl"], "k:", lw=1)
-    ax_g.set_xscale("log")
-    ax_g.set_yscale("log")
-    ax_g.set_xlabel("sample size n")
-    ax_g.set_ylabel("sample std / true KL")
-    ax_g.set_title(f"{heavy['label']}: k3 std keeps growing (k1 dotted)", fontsize=9)
-    ax_g.legend(fontsize=7)
-    ax_g.grid(True, alpha=0.3)
-    fig.suptitle("Estimators of KL(q||p): bias and spread across families", y=0.99)
+    handles = [Line2D([], [], color=COLORS[n], marker="o", ms=4, label=f"{n}: std/true "
+                      "(bars: min-max over replicates)") for n in ESTIMATORS]
+    handles += [
+        Line2D([], [], color=COLORS["k2"], marker="x", ls="--", lw=1,
+               label="k2: |bias| / true (where > 2 se; k1, k3, cv* are unbiased)"),
+        Line2D([], [], color="0.3", ls=":", lw=1.2,
+               label="closed forms (location family), same colours"),
+        Line2D([], [], color="0.3", marker="^", ls="none", ms=7,
+               label="k3 / cv*: std not estimable here (tail heavy or uncertain)"),
+    ]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=9, frameon=False,
+               bbox_to_anchor=(0.43, 0.955))
+    fig.suptitle("Estimators of KL(q‖p): one-sample spread (std/true) and k2's bias across "
+                 "five families", y=0.985)
     atomic_save_figure(fig, path)
     plt.close(fig)
 
@@ -406,7 +439,8 @@ def reading(result) -> str:
             parts.append(
                 f"When p is wider than q (scale family), {len(inf)} of {len(pts)} points have "
                 f"an exact tail index s^2/(s^2-1) of r at most 2 (from KL="
-                f"{inf[0]['true_kl']:.2g}; s >= sqrt 2, KL >= 0.097): Var(k3) is infinite "
+                f"{inf[0]['true_kl']:.2g}; s >= sqrt 2, KL >= {_scale_kl(np.sqrt(2)):.4f}): "
+                "Var(k3) is infinite "
                 f"there and reported as such, not as a number (Hill's estimate alone puts "
                 f"{by_hill} of them clearly below 2); k3's sample std grew "
                 f"{g[-1] / g[0]:.3g}x from n={result['growth_sizes'][0]} to "

@@ -156,7 +156,7 @@ def plot(result, path) -> None:
         measured = [row["estimators"][e]["std_rel"] for e in ESTIMATORS]
         closed = [row["estimators"][e]["closed_std_rel"] for e in ESTIMATORS]
         offset = (j - 0.5) * width
-        ax.bar(positions + offset, measured, width, label=f"KL = {row['true_kl']:.3g}")
+        ax.bar(positions + offset, measured, width, label=f"KL = {row['true_kl']:.3g} nats")
         ax.scatter(positions + offset, closed, color="k", marker="_", s=300, zorder=3,
                    label="closed form" if j == 0 else None)
     ax.set_yscale("log")

@@ -92,9 +92,9 @@ def plot(result, path) -> None:
         ax.fill_between(x, p, color="0.85", label="p (mixture)")
         ax.plot(x, p, color="0.4", lw=1)
         ax.plot(x, _normal_pdf(x, row["forward_mean"], row["forward_std"]), color="C0",
-                label=f"forward KL(p‖q) fit\nKL(p‖q) = {row['forward_kl_p_q']:.3f}")
+                label=f"forward KL(p‖q) fit\nKL(p‖q) = {row['forward_kl_p_q']:.3f} nats")
         ax.plot(x, _normal_pdf(x, row["reverse_mean"], row["reverse_std"]), color="C3",
-                ls="--", label=f"reverse KL(q‖p) fit\nKL(q‖p) = {row['reverse_kl_q_p']:.3f}")
+                ls="--", label=f"reverse KL(q‖p) fit\nKL(q‖p) = {row['reverse_kl_q_p']:.3f} nats")
         ax.set(title=f"mu2 = {mu2:g}", xlabel="x", ylim=(0, 0.62))
         ax.legend(fontsize=7, loc="upper center", ncol=1, framealpha=0.9)
     np.atleast_1d(axes)[0].set_ylabel("density")

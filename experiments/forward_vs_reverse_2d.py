@@ -104,7 +104,7 @@ def plot(result, path) -> None:
         ax.plot([], [], color="C3", label="q (fit)")
         direction = "KL(p‖q)" if row["fit"] == "forward" else "KL(q‖p)"
         value = row["kl_p_q"] if row["fit"] == "forward" else row["kl_q_p"]
-        ax.set(title=f"{row['fit']} fit: {direction} = {value:.3f}", xlabel="x1",
+        ax.set(title=f"{row['fit']} fit: {direction} = {value:.3f} nats", xlabel="x1",
                ylabel="x2", aspect="equal")
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("Full-covariance Gaussian q fitted to a two-mode p (cf. Bishop PRML Fig. 10.3)")

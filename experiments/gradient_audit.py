@@ -25,16 +25,9 @@ from experiments._framework import Experiment, atomic_save_figure
 from jaxkl.rl import audit, tabular
 
 CONFIG_NAMES = [c.name for c in audit.CONFIGS]
-# The configurations drawn in the figure (the table has all of them); the others
-# coincide with one of these on-policy (every straight-through one equals k3's).
-PLOTTED = (
-    "k1 loss natural", "k2 loss natural", "k3 loss natural", "abs loss natural",
-    "k3 loss straight_through", "k2 loss importance_weighted", "k3 loss importance_weighted",
-    "k1 reward natural", "k1 reward importance_weighted", "k3 reward natural",
-)
-# Exact configurations sit at float64 round-off (~1e-16); the smallest inexact value in
-# these sweeps is ~1e-4, so everything below this floor is drawn on it, labelled "exact".
-FLOOR = 1e-6
+# Below this a configuration is exact (float64 round-off is ~1e-16 .. 1e-14; the smallest
+# inexact value in these sweeps is ~1e-4): the figure lists it as exact instead of drawing it.
+EXACT = 1e-10
 # The off-policy column of the table: PPO-style updates keep KL(pi_old || pi) near this.
 TABLE_OFF_POLICY_KL = 0.1
 
@@ -166,52 +159,94 @@ def reading(result) -> str:
     )
 
 
+SWEEPS = (("kl", "one_minus_cos_reverse"), ("kl", "relative_error_reverse"),
+          ("off_policy", "one_minus_cos_reverse"), ("off_policy", "relative_error_reverse"),
+          ("sequence", "one_minus_cos_reverse"), ("sequence", "relative_error_reverse"))
+
+
+def coinciding(result) -> list[list[str]]:
+    """The configurations grouped by their results: two share a group when every number
+    of every sweep agrees (to 1e-6 relative), e.g. every straight-through option and k2
+    in the loss. Groups are in the order of their first member in ``result["configs"]``."""
+    names = result["configs"]
+    vectors = {name: np.concatenate([_column(result[sweep], metric, name)
+                                     for sweep, metric in SWEEPS]) for name in names}
+    groups: list[list[str]] = []
+    for name in names:
+        for group in groups:
+            if np.allclose(vectors[group[0]], vectors[name], rtol=1e-6, atol=EXACT):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
+
+
 def plot(result, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    colors = {"k1": "tab:blue", "k2": "tab:orange", "k3": "tab:green", "abs": "tab:purple"}
-    styles = {"loss natural": ("-", "o"), "loss straight_through": (":", "s"),
-              "loss importance_weighted": ("--", "^"), "reward natural": ("-.", "D"),
-              "reward importance_weighted": ((0, (1, 1, 4, 1)), "v")}
+    groups = coinciding(result)
+    tags = [chr(ord("A") + i) for i in range(len(groups))]
+    palette = plt.get_cmap("tab20").colors
+    colors = [palette[(2 * i) % 20 if i < 10 else (2 * i - 19) % 20] for i in range(len(groups))]
+    markers = {"natural": "o", "straight_through": "s", "importance_weighted": "^"}
+    styles = []
+    for group, color in zip(groups, colors, strict=True):
+        _, placement, gradient = group[0].split(" ")
+        styles.append(dict(color=color, ls="-" if placement == "loss" else "--",
+                           marker=markers[gradient], ms=4.5, lw=1.4))
     sweeps = [
-        ("kl", "reverse_kl", "exact KL(π‖ref)", "on-policy, categorical"),
-        ("off_policy", "old_kl", "exact KL(π_old‖π)",
-         f"off-policy, categorical (KL(π‖ref) ≈ {result['off_policy_reverse_kl']:.2g})"),
-        ("sequence", "reverse_kl", "exact sequence KL(π‖ref)", "on-policy, sequences, token sum"),
+        ("kl", "reverse_kl", "exact KL(π‖ref) (nats)", "on-policy, categorical"),
+        ("off_policy", "old_kl", "exact KL(π_old‖π) (nats)",
+         f"off-policy, categorical (KL(π‖ref) ≈ {result['off_policy_reverse_kl']:.2g} nats)"),
+        ("sequence", "reverse_kl", "exact sequence KL(π‖ref) (nats)",
+         "on-policy, sequences, token sum"),
     ]
     metrics = [("one_minus_cos_reverse", "1 − cos(g, ∇KL(π‖ref))"),
                ("relative_error_reverse", "|g − ∇KL(π‖ref)| / |∇KL(π‖ref)|")]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), sharey="row")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9.6), sharey="row")
     for col, (sweep, xkey, xlabel, title) in enumerate(sweeps):
         points = result[sweep]
         x = np.array([p[xkey] for p in points])
         for row, (metric, ylabel) in enumerate(metrics):
             ax = axes[row, col]
-            for name in PLOTTED:
-                estimator, rest = name.split(" ", 1)
-                ls, marker = styles[rest]
-                y = np.maximum(_column(points, metric, name), FLOOR)
-                ax.plot(x, y, ls=ls, marker=marker, ms=4, color=colors[estimator], label=name)
+            exact = []
+            for tag, group, style in zip(tags, groups, styles, strict=True):
+                y = _column(points, metric, group[0])
+                if np.all(np.abs(y) < EXACT):
+                    exact.append(tag)
+                    continue
+                ax.plot(x, np.where(np.abs(y) < EXACT, np.nan, y), **style)
+                ax.annotate(tag, (x[-1], y[-1]), xytext=(4, 0), textcoords="offset points",
+                            va="center", fontsize=7, color=style["color"])
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.axhline(FLOOR, color="grey", lw=0.6)
+            ax.grid(True, which="major", alpha=0.3)
             ax.set(xlabel=xlabel)
+            ax.text(0.02, 0.03, "exact (< 1e-10), not drawn: " + ", ".join(exact),
+                    transform=ax.transAxes, fontsize=8, va="bottom",
+                    bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
             if col == 0:
                 ax.set_ylabel(ylabel)
             if row == 0:
                 ax.set_title(title)
-    for ax in axes.flat:
-        ax.set_ylim(FLOOR / 2, None)
-        ax.text(0.98, FLOOR * 1.4, "exact", transform=ax.get_yaxis_transform(), ha="right",
-                va="bottom", fontsize=8, color="grey")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=9, frameon=False)
+    for row in range(2):  # room below the lowest curve for the "exact" box
+        low, high = axes[row, 0].get_ylim()
+        axes[row, 0].set_ylim(low / 30, high)
+    handles = [Line2D([], [], **style, label=f"{tag}: " + " = ".join(group))
+               for tag, group, style in zip(tags, groups, styles, strict=True)]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8.5, frameon=False,
+               title="configurations (estimator placement gradient); one entry per set whose "
+                     "numbers coincide everywhere. Solid: loss, dashed: reward; "
+                     "o natural, ■ straight-through, ▲ importance-weighted",
+               title_fontsize=8.5)
     fig.suptitle("Bias of the expected KL-penalty gradient against the reverse-KL gradient "
                  "(exact enumeration, median over random problems)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.2, 1, 0.97))
     atomic_save_figure(fig, path)
     plt.close(fig)
 

@@ -79,38 +79,60 @@ def plot(result, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     colors = {"variational": "tab:blue", "product": "tab:orange", "lower": "tab:green",
               "upper": "tab:red", "midpoint": "tab:purple"}
+    markers = {"variational": "o", "product": "s", "lower": "v", "upper": "^", "midpoint": "D"}
     for ax, key in zip(axes[:2], ("1d", "2d"), strict=True):
         rows = result[key]
         truth = np.array(rows["truth"])
+        lim = [truth.min() * 0.5, truth.max() * 2]
+        values = np.concatenate([np.array(rows[m]) for m in METHODS])
+        # Non-positive values (a lower bound or an approximation below 0) are drawn on a
+        # strip below every positive one.
+        floor = min(lim[0], values[values > 0].min()) / 4
         for m in METHODS:
-            ax.scatter(truth, rows[m], s=8, alpha=0.6, color=colors[m], label=m)
-        lim = [max(truth.min() * 0.5, 1e-3), truth.max() * 2]
-        ax.plot(lim, lim, "k-", lw=1, label="quadrature (truth)")
+            value = np.array(rows[m])
+            positive = value > 0
+            label = m if positive.all() else f"{m} ({(~positive).sum()} ≤ 0: at the bottom)"
+            ax.scatter(truth[positive], value[positive], s=10, alpha=0.6, color=colors[m],
+                       marker=markers[m], label=label)
+            ax.scatter(truth[~positive], np.full((~positive).sum(), floor), s=10, alpha=0.6,
+                       color=colors[m], marker=markers[m])
+        ax.plot(lim, lim, "k-", lw=1, label="y = KL (quadrature, the truth)")
+        if any(np.min(result[key][m]) <= 0 for m in METHODS):
+            ax.axhline(floor * 1.8, color="0.6", lw=0.6, ls="--")
+            ax.text(0.98, floor * 1.3, "values ≤ 0", transform=ax.get_yaxis_transform(),
+                    ha="right", va="top", fontsize=8, color="0.4")
         ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=1e-2)
-        ax.set_xlabel("KL(q||p) by quadrature")
-        ax.set_ylabel("approximation / bound")
-        ax.set_title(f"{key.upper()} mixture pairs (n={truth.size})")
-        ax.legend(fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xlabel("KL(q‖p) by quadrature (nats)")
+        ax.set_ylabel("approximation or bound (nats)")
+        ax.set_title(f"{key[0]}-D mixture pairs (n = {truth.size})")
+        ax.legend(fontsize=8, loc="upper left")
         ax.grid(True, alpha=0.3)
     ax = axes[2]
     positions = np.arange(len(METHODS))
+    fills = {"1d": "lightblue", "2d": "wheat"}
     for offset, key in ((-0.18, "1d"), (0.18, "2d")):
         truth = np.array(result[key]["truth"])
         rel = [np.abs(np.array(result[key][m]) - truth) / truth for m in METHODS]
         ax.boxplot(rel, positions=positions + offset, widths=0.3, showfliers=False,
-                   patch_artist=True, boxprops={"facecolor": "lightblue" if key == "1d"
-                                                else "wheat"})
+                   patch_artist=True, boxprops={"facecolor": fills[key]},
+                   medianprops={"color": "k"})
     ax.set_xticks(positions, METHODS, rotation=20)
     ax.set_yscale("log")
-    ax.set_ylabel("|approx - KL| / KL")
-    ax.set_title("relative error (blue: 1-D, tan: 2-D; whiskers 1.5 IQR)")
+    ax.set_ylabel("|approx − KL| / KL")
+    ax.set_title("relative error per method")
+    ax.legend(handles=[Patch(facecolor=fills["1d"], edgecolor="k", label="1-D pairs"),
+                       Patch(facecolor=fills["2d"], edgecolor="k", label="2-D pairs")],
+              title="box: quartiles, line: median,\nwhiskers: 1.5 IQR", fontsize=8,
+              title_fontsize=8, loc="lower right")
     ax.grid(True, alpha=0.3)
-    fig.suptitle("Gaussian-mixture KL: Hershey-Olsen approximations, Durrieu et al. bounds")
+    fig.suptitle("Gaussian-mixture KL: Hershey-Olsen approximations and Durrieu et al. bounds "
+                 "against quadrature")
     fig.tight_layout()
     atomic_save_figure(fig, path)
     plt.close(fig)

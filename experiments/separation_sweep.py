@@ -194,7 +194,7 @@ def plot(result, path) -> None:
     ref = np.asarray(result["best_kl_reference"])
     ax.plot(ref[:, 0], ref[:, 1], "o", ms=3.5, color="C3", label="best fit (reference_kl)")
     ax.axhline(np.log(2), color="k", ls=":", lw=0.8, label="log 2")
-    ax.set(xlabel="separation d", ylabel="KL(q || p)", title="KL of the optima", ylim=(0, 1.5))
+    ax.set(xlabel="separation d", ylabel="KL(q‖p) (nats)", title="KL of the optima", ylim=(0, 1.5))
     for a in axes:
         a.axvline(result["critical_quadrature"], color="k", lw=0.8, ls="--")
     axes[0].legend(fontsize=7, loc="upper left")

@@ -188,39 +188,80 @@ def reading(result) -> str:
     )
 
 
+# How each configuration is drawn: colour, line style, marker. k2 in the loss and k3
+# straight-through have the same gradient (their runs coincide exactly) and k3
+# importance-weighted nearly so: distinct styles and markers keep all three visible.
+STYLES = {
+    "no KL": ("0.45", "-", None),
+    "k1 loss": ("tab:olive", "--", None),
+    "k2 loss": ("tab:blue", "-", "o"),
+    "k3 loss straight-through": ("tab:cyan", (0, (4, 3)), "x"),
+    "k3 loss importance-weighted": ("tab:purple", ":", "^"),
+    "k3 loss (GRPO)": ("tab:red", "-", "s"),
+    "k1 reward": ("tab:green", "-", "D"),
+}
+
+
+def _style(label, index):
+    return STYLES.get(label, (f"C{index % 10}", "-", None))
+
+
 def plot(result, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    colors = plt.cm.tab10(np.arange(len(result["runs"])))
+    runs = result["runs"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2))
     ax = axes[0]
     frontier = result["frontier"]
-    ax.plot(frontier["reverse_kl"], frontier["reward"], color="k", lw=2.5, alpha=0.35,
-            label="optimal frontier (π* ∝ ref·e^{R/β})")
-    for color, (label, run) in zip(colors, result["runs"].items(), strict=True):
+    ax.plot(frontier["reverse_kl"], frontier["reward"], color="k", lw=5, alpha=0.18,
+            solid_capstyle="round")
+    handles = [Line2D([], [], color="k", lw=5, alpha=0.18,
+                      label=r"optimal frontier: $\pi^* \propto \mathrm{ref}\cdot e^{R/\beta}$")]
+    for index, (label, run) in enumerate(runs.items()):
+        color, ls, marker = _style(label, index)
         kl = np.asarray(run["reverse_kl"]).mean(0)
         reward = np.asarray(run["reward"]).mean(0)
-        ax.plot(kl, reward, color=color, label=label)
-        ax.plot(kl[-1], reward[-1], "o", color=color)
+        every = max(1, len(kl) // 8)
+        style = dict(color=color, ls=ls, lw=1.6, marker=marker, ms=5, mfc="none")
+        ax.plot(kl, reward, markevery=(every // 2 + index % 3, every), **style)
+        ax.plot(kl[-1], reward[-1], "o", color=color, ms=7, mec="k", mew=0.6)
+        excess = float(np.mean(_final(result, label)[1]))
+        same = [other for other in list(runs)[:index]
+                if np.array_equal(runs[other]["reverse_kl"], run["reverse_kl"])]
+        note = f"; identical to {same[0]}" if same else ""
+        handles.append(Line2D([], [], label=f"{label} (excess KL {excess:#.2g} nats{note})",
+                              **style))
     ax.set(xlabel="exact sequence KL(π‖ref) (nats)", ylabel="exact expected reward",
-           title="Reward against reverse KL during training (mean over seeds)")
+           title="Reward against reverse KL during training\n(mean over seeds; "
+                 "big dot: end of training)")
     ax.set_xscale("symlog", linthresh=0.1)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, alpha=0.3)
 
     ax = axes[1]
-    for color, (label, run) in zip(colors, result["runs"].items(), strict=True):
+    for index, (label, run) in enumerate(runs.items()):
+        color, ls, marker = _style(label, index)
         fwd = np.asarray(run["forward_kl"]).mean(0)
         rev = np.asarray(run["reverse_kl"]).mean(0)
         steps = np.arange(len(rev)) * result["record_every"]
-        ax.plot(steps, rev, color=color, label=f"{label}")
-        ax.plot(steps, fwd, color=color, ls=":")
+        every = max(1, len(rev) // 8)
+        marks = dict(marker=marker, ms=5, mfc="none", markevery=(every // 2 + index % 3, every))
+        ax.plot(steps, rev, color=color, lw=1.6, **marks)
+        ax.plot(steps, fwd, color=color, lw=1.2, ls=":", **marks)
     ax.set(xlabel="training step", ylabel="exact sequence KL (nats)",
            title="Reverse KL(π‖ref) (solid) and forward KL(ref‖π) (dotted)")
     ax.set_yscale("symlog", linthresh=0.1)
-    fig.tight_layout()
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=[Line2D([], [], color="k", lw=1.6, label="reverse KL(π‖ref)"),
+                       Line2D([], [], color="k", lw=1.2, ls=":", label="forward KL(ref‖π)")],
+              loc="lower right", fontsize=9, title="colour: configuration (legend below)",
+              title_fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.suptitle("Toy GRPO: which KL configuration buys the most reward per nat of reverse KL?")
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
     atomic_save_figure(fig, path)
     plt.close(fig)
 
