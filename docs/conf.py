@@ -27,7 +27,6 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
     "sphinx-mathjax-offline",
 ]
 
@@ -45,6 +44,9 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
 autodoc_typehints = "signature"
+# Shown by name, not expanded into the union they stand for (jaxkl's modules use
+# ``from __future__ import annotations``, so these are read from the source text).
+autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike", "Array": "jax.Array"}
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False
 autosummary_generate = False
