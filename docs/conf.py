@@ -43,10 +43,11 @@ myst_heading_anchors = 4
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
+napoleon_attr_annotations = False  # the class signature shows the types
 autodoc_typehints = "signature"
-# Shown by name, not expanded into the union they stand for (jaxkl's modules use
+# Shown by name, not expanded into the union it stands for (jaxkl's modules use
 # ``from __future__ import annotations``, so these are read from the source text).
-autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike", "Array": "jax.Array"}
+autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike"}
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False
 autosummary_generate = False
@@ -112,7 +113,16 @@ def _drop_type_docstrings(app, what, name, obj, options, lines):
             lines.clear()
 
 
+def _alias_names(app, what, name, obj, options, signature, return_annotation):
+    """Inside a generic (``Sequence[ArrayLike]``, ``ArrayLike | None``) autodoc writes an
+    alias as ``TypeAliasForwardRef('jax.typing.ArrayLike')``: show the name."""
+    def clean(text):
+        return re.sub(r"TypeAliasForwardRef\('([^']*)'\)", r"\1", text) if text else text
+    return clean(signature), clean(return_annotation)
+
+
 def setup(app):
+    app.connect("autodoc-process-signature", _alias_names)
     app.connect("autodoc-skip-member", _skip_namedtuple_aliases)
     app.connect("autodoc-process-docstring", _drop_type_docstrings)
     app.connect("include-read", _include_read)
