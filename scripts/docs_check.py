@@ -5,8 +5,8 @@ Usage (after ``bash scripts/docs.sh``; needs Debian's ``chromium`` package):
     .venv/bin/python scripts/docs_check.py [--html docs/_build/html] [--out docs/_build/check]
 
 The site is served from 127.0.0.1 and every request elsewhere is refused, so the pages
-must render offline. On the home page, an API page with math, three science pages with
-math and the gallery, after MathJax has finished it checks that
+must render offline. On the home page, an API page with math, the four science pages
+(with math) and the gallery, after MathJax has finished it checks that
 
 - the math rendered: every Sphinx math element holds MathJax output, none is a TeX error
   (``mjx-merror``), and no raw TeX (``\\(``, ``\\[``, ``$$``, ``\\frac``, ``\\mathrm``,
@@ -40,6 +40,7 @@ PAGES = (
     ("estimators.html", True),
     ("grpo.html", True),
     ("forward_reverse.html", True),
+    ("kl_config.html", True),
     ("gallery.html", False),
 )
 RAW_TEX = ("\\(", "\\)", "\\[", "\\]", "$$", "\\frac", "\\mathrm", "\\begin{")
