@@ -46,7 +46,7 @@ napoleon_use_ivar = True
 napoleon_attr_annotations = False  # the class signature shows the types
 autodoc_typehints = "signature"
 # Shown by name, not expanded into the union it stands for (jaxkl's modules use
-# ``from __future__ import annotations``, so these are read from the source text).
+# ``from __future__ import annotations``, so annotations are read as source text).
 autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike"}
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False
