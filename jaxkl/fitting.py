@@ -14,9 +14,11 @@ a :class:`jaxkl.families.Family`) and the target p, with the gradient estimator 
 ``"forward_kl_snis"``      KL(p||q)         self-normalised IS from q           unnormalised
 ``"renyi"``                D_alpha          reparameterisation (VR bound)       unnormalised
 ``"amari_alpha"``          D_alpha          reparameterisation                  normalised
-any other name of          D_f(p||q)        reparameterisation                  normalised
-:data:`jaxkl.DIVERGENCE_NAMES` (``"jensen_shannon"``, ``"t_power"`` with ``t``, ...)
+any other name (below)     D_f(p||q)        reparameterisation                  normalised
 =========================  ===============  ==================================  ===========
+
+"Any other name" is any other name of :data:`jaxkl.DIVERGENCE_NAMES` (``"jensen_shannon"``,
+``"t_power"`` with ``t``, ...).
 
 The divergence names are those of :func:`jaxkl.csiszar` and :func:`jaxkl.estimate` (one
 vocabulary); the suffixed names pick another gradient estimator for the same divergence.

@@ -134,7 +134,7 @@ def csiszar(log_ratio: ArrayLike, *, divergence: str | Callable[[Array], Array] 
     ``pearson_chi2``         ``(u - 1)**2``                              Pearson chi^2(p||q)
     ``chi_square``           ``u**2 - 1`` (same tangent form as above)   chi^2(p||q)
     ``triangular``           ``(u - 1)**2 / (1 + u)``                    triangular discrim.
-    ``log1p_abs``            ``u**sign(u - 1) - 1``                      log1p(f) = |log u|
+    ``log1p_abs``            ``u**sign(u - 1) - 1``                      log1p(f) = ``|log u|``
     ``jeffreys``             ``(u - 1) log(u) / 2``                      (KL(p||q)+KL(q||p))/2
     ``arithmetic_geometric`` ``(1 + u) log((1 + u) / (2 sqrt u))``       2 x Taneja's AG mean
     ``modified_gan``         ``log(1 + u) - log u + (u - 1)/2 - log 2``  modified GAN
