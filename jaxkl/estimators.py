@@ -20,7 +20,7 @@ http://joschu.net/blog/kl-approx.html.
 
 Computation happens in float32 at least (bf16/f16 inputs are upcast) and the result is
 cast back to the input dtype. Near ``l = 0`` the unbiased estimators are differences of
-nearly equal numbers; they are evaluated with series there (see ``jaxkl._numerics``), so
+nearly equal numbers; they are evaluated with series there (see ``jaxkl/_src/numerics.py``), so
 they are accurate to a few ulps over the whole range. Values that exceed the dtype's
 range (``k3`` for ``l > ~88`` in float32) overflow to ``inf``, as the exact value does;
 :func:`jaxkl.rl.token_kl` offers clamping for training losses.

@@ -74,7 +74,7 @@ class MultivariateNormalTri(distrax.MultivariateNormalTri):
 
     distrax solves ``L z = x - mu`` with ``jax.scipy.linalg.solve_triangular``, a jaxlib
     LAPACK kernel on CPU that can deadlock XLA:CPU's thread pool when two run at once
-    (see :mod:`jaxkl._linalg`); here the solve is a forward substitution in plain JAX
+    (see ``jaxkl/_src/linalg.py``); here the solve is a forward substitution in plain JAX
     operations. Sampling and every other method are distrax's.
 
     Example:
