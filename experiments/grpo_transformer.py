@@ -310,7 +310,7 @@ def run(config, progress):
     runs = {label: {k: np.asarray(v[i], np.float64).tolist() for k, v in history.items()}
             for i, (label, *_) in enumerate(KL_CONFIGS)}
     return {"runs": runs, "final_window": config["final_window"],
-            "kl_target": config["kl_target"]}
+            "kl_target": config["kl_target"], "response_length": config["response_length"]}
 
 
 # ---- reporting ---------------------------------------------------------------------
@@ -331,21 +331,45 @@ def _final(run, key, window):
     return np.asarray(run[key])[:, -window:].mean(-1)
 
 
+def _reference_reward(result):
+    """The reference's success rate: step 0 of every run samples from the reference."""
+    return float(np.mean([np.asarray(run["reward"])[:, 0] for run in result["runs"].values()]))
+
+
+def least_kl(reward, reference_reward):
+    """``KL(Bern(r) || Bern(p))``: no policy reaches expected reward ``r`` with a smaller
+    sequence KL to a reference of success rate ``p``.
+
+    Per prompt, the 0/1 reward is a function of the sequence, so by the data-processing
+    inequality the sequence KL is at least the KL between the two Bernoulli laws of the
+    reward; averaged over prompts, joint convexity of KL bounds it again by the Bernoulli
+    KL of the averages (``r``, ``p``). Where ``r <= p`` the bound is 0.
+    """
+    r = np.clip(np.asarray(reward, np.float64), 1e-12, 1 - 1e-12)
+    p = np.clip(reference_reward, 1e-12, 1 - 1e-12)
+    kl = r * np.log(r / p) + (1 - r) * np.log((1 - r) / (1 - p))
+    return np.where(r > p, kl, 0.0)
+
+
 def table(result) -> str:
     window = result["final_window"]
+    p = _reference_reward(result)
     lines = [
-        f"Means over the last {window} steps' batches, then mean ± std over seeds. "
-        "`sequence KL` is the exact sequence-level KL(π‖ref) along the sampled responses "
-        "(full-vocabulary KL per prefix, summed over each response); `β` the final KL "
-        "coefficient.",
+        f"The reference solves {p:.3f} of the prompts (step 0 of every run). Final values: "
+        f"means over the last {window} steps' batches, then mean ± std over seeds. "
+        "`sequence KL`: the exact sequence-level KL(π‖ref) along the sampled responses "
+        "(full-vocabulary KL per prefix, summed over each response); `least KL`: "
+        "KL(Bern(reward)‖Bern(reference)), below which no policy reaches that reward; "
+        "`β`: the final KL coefficient.",
         "",
-        "| configuration | reward at start | reward | sequence KL (nats) | response length | β |",
+        "| configuration | reward | sequence KL (nats) | least KL | response length | β |",
         "|---|---|---|---|---|---|",
     ]
     for label, run in result["runs"].items():
-        start = np.asarray(run["reward"])[:, :window].mean(-1)
+        reward = _final(run, "reward", window)
         cells = [f"{np.mean(x):.3f} ± {np.std(x):.3f}" for x in (
-            start, _final(run, "reward", window), _final(run, "sequence_kl", window))]
+            reward, _final(run, "sequence_kl", window))]
+        cells.append(f"{float(least_kl(np.mean(reward), p)):.2f}")
         cells.append(f"{np.mean(_final(run, 'response_length', window)):.2f}")
         cells.append(f"{np.mean(np.asarray(run['kl_coef'])[:, -1]):.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -357,25 +381,32 @@ def reading(result) -> str:
     runs = result["runs"]
     reward = {k: float(np.mean(_final(r, "reward", window))) for k, r in runs.items()}
     kl = {k: float(np.mean(_final(r, "sequence_kl", window))) for k, r in runs.items()}
-    start = float(np.mean([np.asarray(r["reward"])[:, :window].mean() for r in runs.values()]))
+    length = {k: float(np.mean(_final(r, "response_length", window))) for k, r in runs.items()}
+    p = _reference_reward(result)
     penalised = [k for k in runs if k != "no KL"]
-    per_nat = {k: (reward[k] - start) / max(kl[k], 1e-9) for k in penalised}
-    best = max(penalised, key=per_nat.get)
+    best = max(penalised, key=lambda k: reward[k])
+    loss_placed = [label for label, placement, *_ in KL_CONFIGS if placement == "loss"]
     adaptive = next(label for label, *_, flag in KL_CONFIGS if flag)
     return (
-        f"The reference solves the task with probability about {start:.2f}. Without a "
-        f"penalty GRPO reaches reward {reward['no KL']:.2f} at a sequence KL of "
-        f"{kl['no KL']:.2f} nats. With the penalty the runs end between "
-        f"{min(reward[k] for k in penalised):.2f} and {max(reward[k] for k in penalised):.2f} "
-        f"reward at {min(kl[k] for k in penalised):.2f} to "
-        f"{max(kl[k] for k in penalised):.2f} nats; {best} gains the most reward per nat "
-        f"({per_nat[best]:.3f}). k3 in the loss (GRPO) ends at {reward['k3 loss (GRPO)']:.2f} "
-        f"and {kl['k3 loss (GRPO)']:.2f} nats, k1 in the reward at "
-        f"{reward['k1 reward (penalty-to-go)']:.2f} and "
-        f"{kl['k1 reward (penalty-to-go)']:.2f} nats; the adaptive coefficient holds the "
-        f"KL at {kl[adaptive]:.2f} nats (target {result['kl_target']}) with reward "
-        f"{reward[adaptive]:.2f}. The KL is exact per visited prefix, so the curves are "
-        "smooth without many samples, and 0 (to rounding) at step 0."
+        f"The reference solves {p:.2f} of the prompts. Without a penalty GRPO reaches "
+        f"reward {reward['no KL']:.2f} at a sequence KL of {kl['no KL']:.2f} nats (the "
+        f"least KL for that reward is {float(least_kl(reward['no KL'], p)):.2f}). Of the "
+        f"penalised runs {best} reaches the most reward, {reward[best]:.2f} at "
+        f"{kl[best]:.2f} nats. With the KL in the loss ("
+        + ", ".join(f"{k}: reward {reward[k]:.2f}, {kl[k]:.2f} nats" for k in loss_placed)
+        + ") the responses grow to "
+        + " and ".join(f"{length[k]:.1f}" for k in loss_placed)
+        + f" tokens of at most {result.get('response_length', 'T')}, against "
+        f"{length['k1 reward (penalty-to-go)']:.1f} with k1 in the reward, and their reward "
+        "stays near where learning to end a response put it. One reading: a per-token "
+        "loss pulls each visited next-token law, EOS included, toward the reference, which "
+        "rarely ends a response, and never charges a response for the KL of its extra "
+        "tokens; the penalty-to-go does (the prefix term of the sequence-level gradient). "
+        "The adaptive coefficient ends at β = "
+        f"{float(np.mean(np.asarray(runs[adaptive]['kl_coef'])[:, -1])):.2f} with the KL at "
+        f"{kl[adaptive]:.2f} nats (target {result['kl_target']}) and reward "
+        f"{reward[adaptive]:.2f}. The KL is exact per visited prefix, so its curves are "
+        "smooth, and 0 (to rounding) at step 0."
     )
 
 
@@ -404,6 +435,9 @@ def plot(result, path) -> None:
             ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15,
                             lw=0)
             ax.plot(steps, values.mean(0), color=color, lw=1.8)
+    reward_grid = np.linspace(0, 1, 201)
+    axes[0].plot(least_kl(reward_grid, _reference_reward(result)), reward_grid, color="k",
+                 lw=2.5, alpha=0.3, label="least KL for a reward (lower bound)")
     axes[0].set(xlabel="exact sequence KL(π‖ref) along the samples (nats)",
                 ylabel="reward (fraction solved)",
                 title="Reward against sequence KL\n(bold: mean over seeds; thin: each seed)")
@@ -413,11 +447,15 @@ def plot(result, path) -> None:
                 title="Sequence KL during training\n(mean over seeds; band: min to max)")
     for ax in axes:
         ax.grid(alpha=0.3)
+    adaptive = next(i for i, (*_, flag) in enumerate(KL_CONFIGS) if flag)
+    axes[2].axhline(result["kl_target"], color=colors[adaptive], ls="--", lw=1,
+                    label="adaptive β's KL target")
+    axes[2].legend(loc="upper left", fontsize=8, frameon=False)
     axes[0].set_xlim(left=0)
     axes[2].set_ylim(bottom=0)
     # One legend below the panels, where it covers no data.
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(runs), frameon=False,
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False,
                bbox_to_anchor=(0.5, -0.04))
     fig.suptitle(f"GRPO on a small transformer: {len(runs)} KL configurations, "
                  f"{np.asarray(next(iter(runs.values()))['reward']).shape[0]} seeds "
@@ -432,13 +470,13 @@ EXPERIMENT = Experiment(
     description="GRPO on a small flax transformer with jaxkl.rl: reward vs exact sequence KL.",
     quick={"seed": 0, "ref_seed": 1, "vocab_size": 16, "response_length": 6, "modulus": 2,
            "d_model": 32, "num_heads": 2, "num_layers": 2, "dtype": "bfloat16",
-           "num_seeds": 3, "steps": 150, "num_groups": 8, "group_size": 8, "inner_steps": 2,
-           "learning_rate": 0.002, "clip_eps": 0.2, "kl_coef": 0.05, "kl_target": 0.5,
-           "kl_horizon": 50, "final_window": 20},
+           "num_seeds": 3, "steps": 200, "num_groups": 8, "group_size": 8, "inner_steps": 2,
+           "learning_rate": 0.002, "clip_eps": 0.2, "kl_coef": 0.1, "kl_target": 2.0,
+           "kl_horizon": 10, "final_window": 20},
     full={"seed": 0, "ref_seed": 1, "vocab_size": 64, "response_length": 8, "modulus": 2,
           "d_model": 64, "num_heads": 4, "num_layers": 2, "dtype": "bfloat16",
           "num_seeds": 8, "steps": 1000, "num_groups": 16, "group_size": 8, "inner_steps": 2,
-          "learning_rate": 0.001, "clip_eps": 0.2, "kl_coef": 0.05, "kl_target": 0.5,
-          "kl_horizon": 100, "final_window": 50},
+          "learning_rate": 0.001, "clip_eps": 0.2, "kl_coef": 0.1, "kl_target": 2.0,
+          "kl_horizon": 10, "final_window": 50},
     run=run, plot=plot, table=table, reading=reading, order=75,
 )
