@@ -22,6 +22,7 @@ GALLERY = (
     "separation_sweep",
     "gradient_audit",
     "toy_grpo",
+    "grpo_transformer",
 )
 
 
