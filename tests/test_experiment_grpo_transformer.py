@@ -1,6 +1,7 @@
 """The GRPO transformer experiment: the task, the sampler, the exact sequence KL
 (against an enumeration of every sequence) and a tiny training run."""
 
+import functools
 import itertools
 
 import jax
@@ -33,7 +34,9 @@ def _enumerate(config):
     return jnp.asarray(arrays[canonical], jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one compiled call, not op-by-op dispatch
 def _sequence_logprob(apply, params, prompts, responses):
+    """``log pi(y)`` of whole responses (valid tokens only), their logits and mask."""
     logits = gt.response_logits(apply, params, prompts, responses)
     mask = rl.response_mask(responses, eos_token=gt.EOS)
     return jnp.where(mask, rl.token_logprobs(logits, responses), 0).sum(-1), logits, mask
