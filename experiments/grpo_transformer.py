@@ -217,7 +217,7 @@ def _config_arrays(config):
 
 
 def make_train(config, apply, ref_params):
-    """A jitted function: seed keys ``[S]`` -> per-step metrics ``[C, S, steps]`` for the
+    """A compiled function: seed keys ``[S]`` -> per-step metrics ``[C, S, steps]`` for the
     ``C`` configurations of :data:`KL_CONFIGS`.
 
     Each step's metrics describe the policy that sampled that step's batch (before its
