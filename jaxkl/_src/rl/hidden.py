@@ -96,6 +96,9 @@ class _Config(NamedTuple):
     block_vocab: int
     layout: str  # "dv": unembedding [D, V]; "vd": [V, D]
     compute: str  # "float32" or "float64"
+    # 16-bit inputs sliced as uint16 bits and upcast per tile (XLA:CPU), or sliced as
+    # they are and multiplied in 16 bits with float32 accumulation (elsewhere).
+    storage: bool = True
 
 
 # ---- blocks ------------------------------------------------------------------------
@@ -126,8 +129,11 @@ def _storage(x: Array) -> Array:
     return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
 
 
-def _load(block: Array, dtype, compute) -> Array:
-    """A stored block as ``compute`` floats (bf16 -> f32 is exact: the bits shifted left)."""
+def _load(block: Array, dtype, compute, storage: bool) -> Array:
+    """A stored block as ``compute`` floats (bf16 -> f32 is exact: the bits shifted left);
+    without ``storage``, the block as it is (its dtype is ``dtype``)."""
+    if not storage:
+        return block
     if dtype == jnp.bfloat16:
         bits = jax.lax.shift_left(block.astype(jnp.uint32), jnp.uint32(16))
         return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(compute)
@@ -145,13 +151,16 @@ class _Side(NamedTuple):
     unembedding_dtype: object
 
 
-def _side(hidden: Array, unembedding: Array) -> _Side:
-    return _Side(_storage(hidden), _storage(unembedding), hidden.dtype, unembedding.dtype)
+def _side(hidden: Array, unembedding: Array, storage: bool) -> _Side:
+    dtypes = (hidden.dtype, unembedding.dtype)
+    if storage:
+        hidden, unembedding = _storage(hidden), _storage(unembedding)
+    return _Side(hidden, unembedding, *dtypes)
 
 
-def _hidden_block(side: _Side, start, size: int, compute) -> Array:
+def _hidden_block(side: _Side, start, size: int, cfg: _Config) -> Array:
     block = jax.lax.dynamic_slice_in_dim(side.hidden, start, size, axis=0)
-    return _load(block, side.hidden_dtype, compute)
+    return _load(block, side.hidden_dtype, cfg.compute, cfg.storage)
 
 
 def _vocab_axis(cfg: _Config) -> int:
@@ -160,19 +169,29 @@ def _vocab_axis(cfg: _Config) -> int:
 
 def _unembedding_block(side: _Side, start, size: int, cfg: _Config) -> Array:
     block = jax.lax.dynamic_slice_in_dim(side.unembedding, start, size, axis=_vocab_axis(cfg))
-    return _load(block, side.unembedding_dtype, cfg.compute)
+    return _load(block, side.unembedding_dtype, cfg.compute, cfg.storage)
 
 
-def _dot(a: Array, b: Array, a_axis: int, b_axis: int) -> Array:
-    """``a`` and ``b`` contracted over one axis each, accumulated in their (float) dtype."""
+def _dot(a: Array, b: Array, a_axis: int, b_axis: int, compute) -> Array:
+    """``a`` and ``b`` contracted over one axis each, accumulated in ``compute``.
+
+    Operands of different dtypes are both cast to ``compute``. 16-bit operands are
+    multiplied as they are (their products are exact in float32); float32 ones at
+    ``Precision.HIGHEST`` (no TF32 or bf16 passes on accelerators).
+    """
+    compute = jnp.dtype(compute)
+    if a.dtype != b.dtype:
+        a, b = a.astype(compute), b.astype(compute)
     dims = (((a_axis,), (b_axis,)), ((), ()))
-    return jax.lax.dot_general(a, b, dims, preferred_element_type=a.dtype,
-                               precision=jax.lax.Precision.HIGHEST)
+    precision = (jax.lax.Precision.DEFAULT if a.dtype.itemsize == 2
+                 else jax.lax.Precision.HIGHEST)
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=compute,
+                               precision=precision)
 
 
 def _logits(h: Array, w: Array, cfg: _Config) -> Array:
     """``[bt, bv]`` logits ``h W / tau`` of one tile (``w`` a block of the unembedding)."""
-    z = _dot(h, w, 1, 1 - _vocab_axis(cfg))
+    z = _dot(h, w, 1, 1 - _vocab_axis(cfg), cfg.compute)
     return z if cfg.temperature == 1.0 else z / jnp.asarray(cfg.temperature, z.dtype)
 
 
@@ -210,7 +229,7 @@ def _statistics(kind: str, cfg: _Config, sides, tokens: Array):
     outputs = 2 if kind != "kl" else 3
 
     def token_body(t0, bt, out):
-        hs = [_hidden_block(side, t0, bt, compute) for side in sides]
+        hs = [_hidden_block(side, t0, bt, cfg) for side in sides]
         ids = jax.lax.dynamic_slice_in_dim(tokens, t0, bt) if kind == "logprobs" else None
 
         def vocab_body(v0, bv, state):
@@ -299,7 +318,7 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
 
         def token_body(t0, bt, inner):
             dhs, dw_blocks = inner
-            hs = [_hidden_block(side, t0, bt, compute) for side in sides]
+            hs = [_hidden_block(side, t0, bt, cfg) for side in sides]
             zs = [_logits(h, w, cfg) for h, w in zip(hs, ws)]
             block_stats = [jax.lax.dynamic_slice_in_dim(s, t0, bt) for s in stats]
             ids = jax.lax.dynamic_slice_in_dim(tokens, t0, bt) if kind == "logprobs" else None
@@ -309,13 +328,15 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
             for k, (h, w, coef) in enumerate(zip(hs, ws, coefs)):
                 dh = dhs[k]
                 if need_h[k]:
-                    part = _dot(coef, w, 1, axis)  # [bt, D]
+                    part = _dot(coef, w.astype(compute), 1, axis, compute)  # [bt, D]
                     old = jax.lax.dynamic_slice_in_dim(dh, t0, bt, axis=0)
                     dh = jax.lax.dynamic_update_slice_in_dim(dh, old + part, t0, axis=0)
                 dw = dw_blocks[k]
                 if need_w[k]:
                     # [D, bv] = h^T C ("dv") or [bv, D] = C^T h ("vd").
-                    dw = dw + (_dot(h, coef, 0, 0) if axis == 1 else _dot(coef, h, 0, 0))
+                    h = h.astype(compute)
+                    dw = dw + (_dot(h, coef, 0, 0, compute) if axis == 1
+                               else _dot(coef, h, 0, 0, compute))
                 new_dhs.append(dh)
                 new_dws.append(dw)
             return new_dhs, new_dws
@@ -324,7 +345,7 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
                      for w, need in zip(ws, need_w)]
         dhs, dw_blocks = _for_blocks(rows, cfg.block_tokens, token_body, (dhs, dw_blocks))
         dws = [None if dw is None else jax.lax.dynamic_update_slice_in_dim(
-                   dw, _storage(block.astype(side.unembedding_dtype)), v0, axis=axis)
+                   dw, _stored(block, side, cfg), v0, axis=axis)
                for dw, block, side in zip(dws, dw_blocks, sides)]
         return dhs, dws
 
@@ -340,6 +361,12 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
     return out
 
 
+def _stored(block: Array, side: _Side, cfg: _Config) -> Array:
+    """A float ``compute`` gradient block in the unembedding's (stored) dtype."""
+    block = block.astype(side.unembedding_dtype)
+    return _storage(block) if cfg.storage else block
+
+
 def _unstore(x: Array, dtype) -> Array:
     return jax.lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
 
@@ -347,9 +374,23 @@ def _unstore(x: Array, dtype) -> Array:
 # ---- the custom VJPs ---------------------------------------------------------------
 
 
+def _on_platform(fn, cfg: _Config, *args):
+    """``fn(cfg, *args)``, with 16-bit storage on CPU only (``lax.platform_dependent``
+    lowers only the branch of the platform the call is compiled for)."""
+    return jax.lax.platform_dependent(
+        *args,
+        cpu=functools.partial(fn, cfg._replace(storage=True)),
+        default=functools.partial(fn, cfg._replace(storage=False)),
+    )
+
+
 def _primal(kind, cfg, arrays, tokens):
-    sides = [_side(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)]
-    return _statistics(kind, cfg, sides, tokens)
+    def run(cfg, arrays, tokens):
+        sides = [_side(arrays[i], arrays[i + 1], cfg.storage)
+                 for i in range(0, len(arrays), 2)]
+        return _statistics(kind, cfg, sides, tokens)
+
+    return _on_platform(run, cfg, arrays, tokens)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -384,9 +425,13 @@ def _bwd(kind, cfg, residuals, g):
         return (None,) * arrays_count
     needs = [(flags[i] is not None, flags[i + 1] is not None)
              for i in range(0, arrays_count, 2)]
-    sides = [_side(values[i], values[i + 1]) for i in range(0, arrays_count, 2)]
-    return tuple(_gradients(kind, cfg, sides, tokens, stats,
-                            g.astype(jnp.dtype(cfg.compute)), needs))
+
+    def run(cfg, values, tokens, stats, g):
+        sides = [_side(values[i], values[i + 1], cfg.storage)
+                 for i in range(0, arrays_count, 2)]
+        return tuple(_gradients(kind, cfg, sides, tokens, stats, g, needs))
+
+    return _on_platform(run, cfg, values, tokens, stats, g.astype(jnp.dtype(cfg.compute)))
 
 
 def _logprobs_fwd(cfg, hidden, unembedding, tokens):
