@@ -234,7 +234,7 @@ def _statistics(kind: str, cfg: _Config, sides, tokens: Array):
 
         def vocab_body(v0, bv, state):
             zs = [_logits(h, _unembedding_block(side, v0, bv, cfg), cfg)
-                  for h, side in zip(hs, sides)]
+                  for h, side in zip(hs, sides, strict=True)]
             if kind == "logprobs":
                 max_, sum_, picked = state
                 new_max, sum_, _, _ = _lse_update(max_, sum_, zs[0])
@@ -274,7 +274,7 @@ def _statistics(kind: str, cfg: _Config, sides, tokens: Array):
             kl = jnp.maximum(acc / sum_z - (log_sum_z - log_sum_w), 0)
             values = (kl, max_z + log_sum_z, max_w + log_sum_w)
         return tuple(jax.lax.dynamic_update_slice_in_dim(o, v, t0, axis=0)
-                     for o, v in zip(out, values))
+                     for o, v in zip(out, values, strict=True))
 
     out = tuple(jnp.zeros((rows,), compute) for _ in range(outputs))
     return _for_blocks(rows, cfg.block_tokens, token_body, out)
@@ -319,13 +319,13 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
         def token_body(t0, bt, inner):
             dhs, dw_blocks = inner
             hs = [_hidden_block(side, t0, bt, cfg) for side in sides]
-            zs = [_logits(h, w, cfg) for h, w in zip(hs, ws)]
+            zs = [_logits(h, w, cfg) for h, w in zip(hs, ws, strict=True)]
             block_stats = [jax.lax.dynamic_slice_in_dim(s, t0, bt) for s in stats]
             ids = jax.lax.dynamic_slice_in_dim(tokens, t0, bt) if kind == "logprobs" else None
             coefs = _coefficients(kind, cfg, zs, block_stats,
                                   jax.lax.dynamic_slice_in_dim(g, t0, bt), ids, v0)
             new_dhs, new_dws = [], []
-            for k, (h, w, coef) in enumerate(zip(hs, ws, coefs)):
+            for k, (h, w, coef) in enumerate(zip(hs, ws, coefs, strict=True)):
                 dh = dhs[k]
                 if need_h[k]:
                     part = _dot(coef, w.astype(compute), 1, axis, compute)  # [bt, D]
@@ -342,20 +342,20 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
             return new_dhs, new_dws
 
         dw_blocks = [jnp.zeros(w.shape, compute) if need else None
-                     for w, need in zip(ws, need_w)]
+                     for w, need in zip(ws, need_w, strict=True)]
         dhs, dw_blocks = _for_blocks(rows, cfg.block_tokens, token_body, (dhs, dw_blocks))
         dws = [None if dw is None else jax.lax.dynamic_update_slice_in_dim(
                    dw, _stored(block, side, cfg), v0, axis=axis)
-               for dw, block, side in zip(dws, dw_blocks, sides)]
+               for dw, block, side in zip(dws, dw_blocks, sides, strict=True)]
         return dhs, dws
 
     dhs = [jnp.zeros((rows, side.hidden.shape[1]), compute) if need else None
-           for side, need in zip(sides, need_h)]
+           for side, need in zip(sides, need_h, strict=True)]
     dws = [jnp.zeros(side.unembedding.shape, side.unembedding.dtype) if need else None
-           for side, need in zip(sides, need_w)]
+           for side, need in zip(sides, need_w, strict=True)]
     dhs, dws = _for_blocks(vocab, cfg.block_vocab, vocab_body, (dhs, dws))
     out = []
-    for side, dh, dw in zip(sides, dhs, dws):
+    for side, dh, dw in zip(sides, dhs, dws, strict=True):
         out.append(None if dh is None else dh.astype(side.hidden_dtype))
         out.append(None if dw is None else _unstore(dw, side.unembedding_dtype))
     return out
@@ -582,7 +582,7 @@ def token_logprobs_from_hidden(
       ...                                     block_vocab=2)
       >>> want = rl.token_logprobs(hidden @ unembedding, jnp.array([0, 1]))
       >>> bool(jnp.allclose(got, want)), got
-      (True, Array([-0.55144465, -0.2395447 ], dtype=float32))
+      (True, Array([-0.55144465, -0.23954487], dtype=float32))
     """
     check_choice(unembedding_layout, "unembedding_layout", LAYOUTS)
     hidden, unembedding = _check_pair(hidden, unembedding, "hidden", "unembedding",
@@ -686,7 +686,8 @@ def full_kl_from_hidden(
     r"""Exact per-token KL(pi || pi_ref) over the vocabulary from two models' hidden states.
 
     .. math:: KL_t = \sum_v p_{tv} (\log p_{tv} - \log r_{tv}), \quad
-              p_t = \mathrm{softmax}(h_t W / \tau),\ r_t = \mathrm{softmax}(h^{ref}_t W^{ref} / \tau)
+              p_t = \mathrm{softmax}(h_t W / \tau),\
+              r_t = \mathrm{softmax}(h^{ref}_t W^{ref} / \tau)
 
     Equal to ``rl.full_kl(hidden @ unembedding / tau, ref_hidden @ ref_unembedding / tau,
     mask=mask)`` and computed with the same shift-invariant streamed statistics (see
