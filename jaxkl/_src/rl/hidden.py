@@ -38,14 +38,18 @@ for float32 hidden states, an extra ``4 * tokens * D`` bytes for 16-bit ones: 12
 32,768 x 1,024). Gradients are computed only for the inputs that are differentiated
 (``symbolic_zeros``): a frozen unembedding or reference model costs no ``dW`` matmuls.
 
-Memory, from compiled ``memory_analysis`` on XLA:CPU (tests/test_rl_hidden.py): at
-32,768 tokens x D = 1,024 x V = 152,064 in bf16 the temporaries are tens of MiB forward
-and ~200 MiB backward (the float32 ``dh`` accumulator and a few float32 tiles), against
-20 GB of float32 logits, which the materialised computation keeps.
-
-16-bit inputs are sliced as their uint16 bits and upcast tile by tile (as
-:func:`jaxkl.rl.full_kl` does): XLA:CPU otherwise hoists a float32 copy of a whole bf16
-input out of the loop that slices it.
+Memory, from compiled ``memory_analysis`` on XLA:CPU (tests/test_rl_hidden.py), at
+32,768 tokens x D = 1,024 x V = 152,064, against the 18.6 GiB of float32 logits that
+autodiff of the materialised ``token_logprobs(h @ W, y)`` keeps: ``token_logprobs_from_hidden``
+needs 40 MiB of temporaries forward and 76 MiB forward + backward for float32 inputs
+(float32 tiles), 403 and 501 MiB for bf16 inputs. Of those, 375 MiB is one uint16 copy
+of the bf16 inputs: XLA:CPU has no bf16 arithmetic and hoists a float32 copy of a whole
+bf16 array that a loop slices out of the loop (622 MiB for this unembedding), so on CPU
+16-bit inputs are sliced as their uint16 bits and upcast tile by tile, as in
+:func:`jaxkl.rl.full_kl`, which costs one uint16 copy. On other platforms
+(``lax.platform_dependent``) 16-bit tiles are sliced as they are and multiplied in 16
+bits with float32 accumulation (exact products); that path is not yet measured on an
+accelerator.
 
 This is what the fused linear cross-entropy kernels do for PyTorch: Liger Kernel's
 ``FusedLinearCrossEntropy`` (chunked over tokens, Hsu et al. 2024, arXiv:2410.10989)
@@ -539,8 +543,11 @@ def token_logprobs_from_hidden(
     entries with an online log-sum-exp, and differentiated by a custom VJP that
     recomputes each tile (module docstring): memory beyond the inputs and gradients is a
     few float32 tiles (plus a float32 ``[tokens, D]`` accumulator for the gradient of
-    16-bit hidden states), never ``[tokens, V]``. Matmuls accumulate in float32 (float64
-    if an input is float64) at ``Precision.HIGHEST``; bf16 inputs are upcast per tile.
+    16-bit hidden states, and on XLA:CPU one uint16 copy of 16-bit inputs), never
+    ``[tokens, V]``: 76 MiB forward + backward at 32,768 tokens x D = 1,024 x
+    V = 152,064 in float32, 501 MiB in bf16 on CPU, against 18.6 GiB of float32 logits.
+    Matmuls accumulate in float32 (float64 if an input is float64): float32 operands at
+    ``Precision.HIGHEST``, 16-bit ones with exact products (upcast per tile on CPU).
     The approach of fused linear cross-entropy kernels (Liger Kernel; Cut Cross-Entropy,
     Wijmans et al. 2024, arXiv:2411.09009).
 
