@@ -310,10 +310,11 @@ def test_memory_at_32k_tokens_and_152k_vocabulary(dtype):
     few hundred MiB at most, against 18.6 GiB for the float32 logits that autodiff of the
     materialised computation keeps (asserted too, so the measurement can fail).
 
-    float32: a few float32 tiles (<= 64 MiB forward, <= 128 MiB backward: the float32
+    float32: a few float32 tiles (measured 7 MiB forward, 19 MiB backward: the float32
     ``dh`` accumulator is the gradient itself). bf16 on XLA:CPU: also one uint16 copy of
-    each 16-bit input (the price of slicing bf16 in a loop there, as for
-    ``rl.full_kl``: 375 MiB here) and, backward, the float32 ``dh`` accumulator (128 MiB).
+    each 16-bit input (the price of slicing bf16 in a loop there, as for ``rl.full_kl``:
+    361 MiB here) and, backward, at most the float32 ``dh`` accumulator (128 MiB);
+    measured 370 MiB forward, 444 MiB backward.
     """
     hidden, unembedding, tokens = big_specs(dtype)
     logits_f32 = BIG_TOKENS * BIG_VOCAB * 4

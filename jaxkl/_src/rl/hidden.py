@@ -34,15 +34,15 @@ so each tile is recomputed (one matmul per model), turned into its coefficient t
 The backward pass loops over vocabulary blocks outside and token blocks inside, so each
 ``dW`` block is accumulated in float32 (``[D, block_vocab]``) and written once into the
 gradient; ``dh`` is accumulated in a float32 ``[tokens, D]`` array (the gradient itself
-for float32 hidden states, an extra ``4 * tokens * D`` bytes for 16-bit ones: 128 MiB at
-32,768 x 1,024). Gradients are computed only for the inputs that are differentiated
+for float32 hidden states, at most an extra ``4 * tokens * D`` bytes for 16-bit ones:
+128 MiB at 32,768 x 1,024). Gradients are computed only for the inputs that are differentiated
 (``symbolic_zeros``): a frozen unembedding or reference model costs no ``dW`` matmuls.
 
 Memory, from compiled ``memory_analysis`` on XLA:CPU (tests/test_rl_hidden.py), at
 32,768 tokens x D = 1,024 x V = 152,064, against the 18.6 GiB of float32 logits that
 autodiff of the materialised ``token_logprobs(h @ W, y)`` keeps: ``token_logprobs_from_hidden``
-needs 40 MiB of temporaries forward and 76 MiB forward + backward for float32 inputs
-(float32 tiles), 403 and 501 MiB for bf16 inputs. Of those, 375 MiB is one uint16 copy
+needs 7 MiB of temporaries forward and 19 MiB forward + backward for float32 inputs
+(float32 tiles), 370 and 444 MiB for bf16 inputs. Of those, 361 MiB is one uint16 copy
 of the bf16 inputs: XLA:CPU has no bf16 arithmetic and hoists a float32 copy of a whole
 bf16 array that a loop slices out of the loop (622 MiB for this unembedding), so on CPU
 16-bit inputs are sliced as their uint16 bits and upcast tile by tile, as in
@@ -86,9 +86,13 @@ from jaxkl._src.validation import (
 
 Array = jax.Array
 
-# Tiles of 1024 x 4096 float32 logits are 16 MiB: a handful of them live at once.
-DEFAULT_BLOCK_TOKENS = 1024
-DEFAULT_BLOCK_VOCAB = 4096
+# Default (block_tokens, block_vocab) per platform. On CPU, tiles of 256 x 1024 float32
+# logits (1 MiB) stay in cache: at 2048 tokens x D = 256 x V = 32,768 (float32) value
+# and gradient took 0.84x (logprobs) and 0.94x (full_kl) the materialised computation's
+# time with them, 1.02x and 1.01x with 1024 x 4096 (scripts/bench_hidden.py,
+# BENCHMARKS.md). Elsewhere every loop step costs kernel launches, so tiles are larger:
+# 1024 x 4096 float32 logits are 16 MiB (not yet measured on an accelerator).
+DEFAULT_BLOCKS = {"cpu": (256, 1024), "default": (1024, 4096)}
 LAYOUTS = ("dv", "vd")
 
 
@@ -96,8 +100,10 @@ class _Config(NamedTuple):
     """The static settings of one call (hashable: a ``nondiff_argnums`` argument)."""
 
     temperature: float
-    block_tokens: int
-    block_vocab: int
+    block_tokens: int | None  # None: DEFAULT_BLOCKS for the platform
+    block_vocab: int | None
+    rows: int
+    vocab: int
     layout: str  # "dv": unembedding [D, V]; "vd": [V, D]
     compute: str  # "float32" or "float64"
     # 16-bit inputs sliced as uint16 bits and upcast per tile (XLA:CPU), or sliced as
@@ -378,13 +384,24 @@ def _unstore(x: Array, dtype) -> Array:
 # ---- the custom VJPs ---------------------------------------------------------------
 
 
+def _for_platform(cfg: _Config, platform: str) -> _Config:
+    """``cfg`` with the platform's block sizes (where not given, clipped to the axes)
+    and 16-bit storage on CPU only."""
+    block_tokens, block_vocab = DEFAULT_BLOCKS[platform]
+    return cfg._replace(
+        block_tokens=min(cfg.block_tokens or block_tokens, cfg.rows),
+        block_vocab=min(cfg.block_vocab or block_vocab, cfg.vocab),
+        storage=platform == "cpu",
+    )
+
+
 def _on_platform(fn, cfg: _Config, *args):
-    """``fn(cfg, *args)``, with 16-bit storage on CPU only (``lax.platform_dependent``
-    lowers only the branch of the platform the call is compiled for)."""
+    """``fn(cfg, *args)`` with ``cfg`` for the platform the call is compiled for
+    (``lax.platform_dependent`` lowers only that platform's branch)."""
     return jax.lax.platform_dependent(
         *args,
-        cpu=functools.partial(fn, cfg._replace(storage=True)),
-        default=functools.partial(fn, cfg._replace(storage=False)),
+        cpu=functools.partial(fn, _for_platform(cfg, "cpu")),
+        default=functools.partial(fn, _for_platform(cfg, "default")),
     )
 
 
@@ -511,12 +528,12 @@ def _check_pair(hidden, unembedding, hidden_name: str, unembedding_name: str, la
 
 def _config(temperature, block_tokens, block_vocab, unembedding_layout, rows, vocab, *arrays):
     temperature = _check_temperature(temperature)
-    block_tokens = (DEFAULT_BLOCK_TOKENS if block_tokens is None
-                    else check_positive_int(block_tokens, "block_tokens"))
-    block_vocab = (DEFAULT_BLOCK_VOCAB if block_vocab is None
-                   else check_positive_int(block_vocab, "block_vocab"))
-    return _Config(temperature, max(1, min(block_tokens, rows)), min(block_vocab, vocab),
-                   unembedding_layout, compute_dtype(*arrays).name)
+    if block_tokens is not None:
+        block_tokens = check_positive_int(block_tokens, "block_tokens")
+    if block_vocab is not None:
+        block_vocab = check_positive_int(block_vocab, "block_vocab")
+    return _Config(temperature, block_tokens, block_vocab, rows, vocab, unembedding_layout,
+                   compute_dtype(*arrays).name)
 
 
 def _vocab_size(unembedding: Array, layout: str) -> int:
@@ -544,8 +561,8 @@ def token_logprobs_from_hidden(
     recomputes each tile (module docstring): memory beyond the inputs and gradients is a
     few float32 tiles (plus a float32 ``[tokens, D]`` accumulator for the gradient of
     16-bit hidden states, and on XLA:CPU one uint16 copy of 16-bit inputs), never
-    ``[tokens, V]``: 76 MiB forward + backward at 32,768 tokens x D = 1,024 x
-    V = 152,064 in float32, 501 MiB in bf16 on CPU, against 18.6 GiB of float32 logits.
+    ``[tokens, V]``: 19 MiB forward + backward at 32,768 tokens x D = 1,024 x
+    V = 152,064 in float32, 444 MiB in bf16 on CPU, against 18.6 GiB of float32 logits.
     Matmuls accumulate in float32 (float64 if an input is float64): float32 operands at
     ``Precision.HIGHEST``, 16-bit ones with exact products (upcast per tile on CPU).
     The approach of fused linear cross-entropy kernels (Liger Kernel; Cut Cross-Entropy,
@@ -563,8 +580,10 @@ def token_logprobs_from_hidden(
       tokens: ``[...]`` integer ids in ``[0, V)``, the shape of ``hidden[..., 0]``.
       temperature: ``tau``, a positive finite Python number (static).
       unembedding_layout: ``"dv"`` (default) or ``"vd"``, the layout of ``unembedding``.
-      block_tokens: tokens per tile (static positive int), default 1024.
-      block_vocab: vocabulary entries per tile (static positive int), default 4096.
+      block_tokens: tokens per tile (static positive int); default 256 on CPU, 1024
+        elsewhere.
+      block_vocab: vocabulary entries per tile (static positive int); default 1024 on
+        CPU, 4096 elsewhere.
         Neither needs to divide its axis: a ragged last block is computed on its own.
 
     Returns:
@@ -647,8 +666,9 @@ def entropy_from_hidden(
       unembedding: ``[D, V]`` (``unembedding_layout="dv"``) or ``[V, D]`` (``"vd"``).
       temperature: ``tau``, a positive finite Python number (static).
       unembedding_layout: ``"dv"`` (default) or ``"vd"``.
-      block_tokens: tokens per tile (static), default 1024.
-      block_vocab: vocabulary entries per tile (static), default 4096.
+      block_tokens: tokens per tile (static); default 256 on CPU, 1024 elsewhere.
+      block_vocab: vocabulary entries per tile (static); default 1024 on CPU, 4096
+        elsewhere.
 
     Returns:
       ``[...]`` entropies in nats, in ``[0, log V]``, float32 (float64 if an input is
@@ -717,8 +737,9 @@ def full_kl_from_hidden(
         with zero gradient.
       temperature: ``tau``, applied to both models' logits (static).
       unembedding_layout: ``"dv"`` (default) or ``"vd"``, for both unembeddings.
-      block_tokens: tokens per tile (static), default 1024.
-      block_vocab: vocabulary entries per tile (static), default 4096.
+      block_tokens: tokens per tile (static); default 256 on CPU, 1024 elsewhere.
+      block_vocab: vocabulary entries per tile (static); default 1024 on CPU, 4096
+        elsewhere.
 
     Returns:
       ``[...]`` KL in nats, ``>= 0``, float32 (float64 if an input is float64).
