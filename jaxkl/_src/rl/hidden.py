@@ -44,7 +44,7 @@ autodiff of the materialised ``token_logprobs(h @ W, y)`` keeps: ``token_logprob
 needs 7 MiB of temporaries forward and 19 MiB forward + backward for float32 inputs
 (float32 tiles), 370 and 444 MiB for bf16 inputs. Of those, 361 MiB is one uint16 copy
 of the bf16 inputs: XLA:CPU has no bf16 arithmetic and hoists a float32 copy of a whole
-bf16 array that a loop slices out of the loop (622 MiB for this unembedding), so on CPU
+bf16 array that a loop slices out of the loop (594 MiB for this unembedding), so on CPU
 16-bit inputs are sliced as their uint16 bits and upcast tile by tile, as in
 :func:`jaxkl.rl.full_kl`, which costs one uint16 copy. On other platforms
 (``lax.platform_dependent``) 16-bit tiles are sliced as they are and multiplied in 16
