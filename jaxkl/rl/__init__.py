@@ -11,6 +11,9 @@ full-vocabulary KL and the GRPO objective.
 - :func:`aggregate`: the masked loss reductions of verl/TRL/Dr. GRPO.
 - :func:`full_kl`: exact per-token KL over the vocabulary from logits, streamed, with a
   memory-bounded custom JVP (forward and reverse mode).
+- :func:`token_logprobs_from_hidden`, :func:`entropy_from_hidden`,
+  :func:`full_kl_from_hidden`: the same from hidden states and the unembedding, tile by
+  tile with a custom VJP, never forming the ``[tokens, vocab]`` logits.
 - :func:`group_advantages`, :func:`clipped_surrogate`, :func:`grpo_loss`,
   :func:`adaptive_kl_controller`, :func:`fixed_kl_controller`: GRPO.
 - :mod:`audit` (:func:`audit_categorical`, :func:`audit_sequence`): the exact expected
@@ -33,6 +36,11 @@ from jaxkl._src.rl.grpo import (
     fixed_kl_controller,
     group_advantages,
     grpo_loss,
+)
+from jaxkl._src.rl.hidden import (
+    entropy_from_hidden,
+    full_kl_from_hidden,
+    token_logprobs_from_hidden,
 )
 from jaxkl._src.rl.logits import entropy, response_mask, token_logprobs
 from jaxkl._src.rl.token_kl import (
@@ -64,8 +72,10 @@ __all__ = [
     "audit_sequence",
     "clipped_surrogate",
     "entropy",
+    "entropy_from_hidden",
     "fixed_kl_controller",
     "full_kl",
+    "full_kl_from_hidden",
     "group_advantages",
     "grpo_loss",
     "kl_penalized_rewards",
@@ -75,4 +85,5 @@ __all__ = [
     "tabular",
     "token_kl",
     "token_logprobs",
+    "token_logprobs_from_hidden",
 ]
