@@ -144,6 +144,28 @@ def _reparameterised_draw(q: distrax.Distribution, key: Array, n: int) -> tuple[
     return x, jnp.full((n,), -math.log(n), at_least_float32(x).dtype)
 
 
+def _reparameterised_draw_and_log_q(q: distrax.Distribution, key: Array,
+                                    n: int) -> tuple[Array, Array, Array]:
+    """:func:`_reparameterised_draw` and ``log q`` at the samples, float32 at least.
+
+    A single distribution gives both through distrax's ``sample_and_log_prob``: for a
+    Normal (and the affine maps of one that the Gaussian families are) the log density
+    follows from the standard normal draw ``eps`` as ``-eps**2/2 - log scale - log(2 pi)/2``
+    with no standardisation ``(x - loc) / scale`` (and for a full covariance, no
+    triangular solve). The samples are the same (the same draw of the same key); the value
+    and its gradient equal those of ``log_prob(x)`` up to rounding, since ``x = loc + scale
+    eps`` makes them the same function of the parameters. A mixture is drawn per
+    component and its log density evaluated at every draw, as before.
+    """
+    if isinstance(q, distrax.MixtureSameFamily):
+        x, log_w = _reparameterised_draw(q, key, n)
+        return x, log_w, at_least_float32(_log_prob(q, x))
+    with third_party_promotion():
+        x, log_q = q.sample_and_log_prob(seed=key, sample_shape=(n,))
+    log_q = at_least_float32(log_q)
+    return x, jnp.full((n,), -math.log(n), log_q.dtype), log_q
+
+
 def _weighted_mean(values: Array, log_w: Array) -> Array:
     return jnp.sum(jnp.exp(log_w) * values)
 
@@ -162,13 +184,15 @@ def _gradient_of(value: Array, surrogate: Array) -> Array:
 def _reverse_kl(log_p, family, n, *, stick_the_landing: bool) -> LossFn:
     def loss(params, key):
         q = family.distribution(params)
-        x, log_w = _reparameterised_draw(q, key, n)
-        # STL (Roeder et al. 2017): the score term E_q[grad_theta log q] is zero in
-        # expectation but not per sample; dropping it removes its variance.
-        q_for_density = (
-            family.distribution(jax.lax.stop_gradient(params)) if stick_the_landing else q
-        )
-        log_ratio = at_least_float32(log_p(x)) - at_least_float32(_log_prob(q_for_density, x))
+        if stick_the_landing:
+            # STL (Roeder et al. 2017): the score term E_q[grad_theta log q] is zero in
+            # expectation but not per sample; dropping it removes its variance.
+            x, log_w = _reparameterised_draw(q, key, n)
+            q_stopped = family.distribution(jax.lax.stop_gradient(params))
+            log_q = at_least_float32(_log_prob(q_stopped, x))
+        else:
+            x, log_w, log_q = _reparameterised_draw_and_log_q(q, key, n)
+        log_ratio = at_least_float32(log_p(x)) - log_q
         value = _weighted_mean(-log_ratio, log_w)
         return value, value
 
@@ -265,8 +289,8 @@ def _renyi_value(log_ratio: Array, log_w: Array, alpha: Array) -> Array:
 def _renyi(log_p, family, n, alpha) -> LossFn:
     def loss(params, key):
         q = family.distribution(params)
-        x, log_w = _reparameterised_draw(q, key, n)
-        log_ratio = at_least_float32(log_p(x)) - at_least_float32(_log_prob(q, x))
+        x, log_w, log_q = _reparameterised_draw_and_log_q(q, key, n)
+        log_ratio = at_least_float32(log_p(x)) - log_q
         value = _renyi_value(log_ratio, log_w, jnp.asarray(alpha, log_ratio.dtype))
         return value, value
 
@@ -277,8 +301,8 @@ def _csiszar_objective(log_p, family, n, kernel) -> LossFn:
 
     def loss(params, key):
         q = family.distribution(params)
-        x, log_w = _reparameterised_draw(q, key, n)
-        log_ratio = at_least_float32(log_p(x)) - at_least_float32(_log_prob(q, x))
+        x, log_w, log_q = _reparameterised_draw_and_log_q(q, key, n)
+        log_ratio = at_least_float32(log_p(x)) - log_q
         value = _weighted_mean(kernel(log_ratio), log_w)
         return value, value
 
