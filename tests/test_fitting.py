@@ -788,3 +788,18 @@ def test_closed_form_log_q_matches_log_prob_at_the_samples(monkeypatch, family, 
     for name in grads:
         np.testing.assert_allclose(np.asarray(grads[name]), np.asarray(want_grads[name]),
                                    rtol=1e-4, atol=1e-6)
+
+
+def test_hand_built_family_without_sample_and_log_prob_draws_then_evaluates():
+    """A family whose distribution has no distrax ``sample_and_log_prob`` (here a TFP
+    Normal) still works: the objectives then draw and call ``log_prob``."""
+    tfp = pytest.importorskip("tensorflow_probability.substrates.jax")
+    built = F.gaussian()
+    family = F.Family(
+        "tfp_normal", (), built.init,
+        lambda prm: tfp.distributions.Normal(prm["loc"], jax.nn.softplus(prm["raw_scale"])),
+        built.encode)
+    loss = make_loss(distrax.Normal(1.0, 1.0), family, divergence="reverse_kl",
+                     num_samples=20_000)
+    _, estimate = loss(built.encode(loc=0.0, scale=1.0), jax.random.key(0))
+    assert abs(float(estimate) - 0.5) < 0.05  # KL(N(0,1) || N(1,1)) = 0.5

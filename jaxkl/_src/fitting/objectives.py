@@ -157,7 +157,8 @@ def _reparameterised_draw_and_log_q(q: distrax.Distribution, key: Array,
     eps`` makes them the same function of the parameters. A mixture is drawn per
     component and its log density evaluated at every draw, as before.
     """
-    if isinstance(q, distrax.MixtureSameFamily):
+    if isinstance(q, distrax.MixtureSameFamily) or not hasattr(q, "sample_and_log_prob"):
+        # (a hand-built family may return a TFP distribution, which has no such method)
         x, log_w = _reparameterised_draw(q, key, n)
         return x, log_w, at_least_float32(_log_prob(q, x))
     with third_party_promotion():
