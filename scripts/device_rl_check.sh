@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The jaxkl.rl accelerator check, sized for a short lease on a machine that cannot
-# install from a registry: the rl tests, then bench_token_kl and bench_full_kl, each
-# output teed into OUT_DIR. Uses the machine's own python3 (its jax with the accelerator
+# install from a registry: the rl tests, then the hidden-state, token_kl, full_kl and
+# Monte Carlo benchmarks, each output teed into OUT_DIR. Uses the machine's own python3 (its jax with the accelerator
 # plugin, chex, optax, numpy, scipy, pytest); jaxkl's other dependencies, which such an
 # image may lack (distrax and tfp-nightly with theirs), come from wheels in .whl/ that
 # `bash scripts/device_rl_check.sh --fetch` downloads here beforehand.
@@ -45,10 +45,16 @@ run() {  # run NAME COMMAND...: output into OUT_DIR/NAME.txt; a failure is noted
   echo "== $name: $*" | tee "$out/$name.txt"
   "$@" 2>&1 | tee -a "$out/$name.txt" || { echo "FAILED: $name" | tee -a "$out/$name.txt"; status=1; }
 }
-run tests_rl "$python" -m pytest -q tests/test_rl_token_kl.py \
-  tests/test_rl_aggregate.py tests/test_rl_full_kl.py
-run bench_token_kl "$python" scripts/bench_token_kl.py --batch 4096 --length 4096 --reps 30
-run bench_full_kl_bf16 "$python" scripts/bench_full_kl.py --reps 10
-run bench_full_kl_f32 "$python" scripts/bench_full_kl.py --reps 10 --dtype float32
+# Each step under its own limit (seconds), so that one slow step cannot eat the lease.
+run tests_rl timeout 240 "$python" -m pytest -q -x -p no:cacheprovider -o addopts="" \
+  tests/test_rl_token_kl.py tests/test_rl_aggregate.py tests/test_rl_full_kl.py \
+  tests/test_rl_logits.py tests/test_rl_hidden.py
+run bench_hidden_bf16 timeout 120 "$python" scripts/bench_hidden.py --tokens 32768 --dim 1024 \
+  --vocab 152064 --dtype bfloat16 --reps 3
+run bench_token_kl timeout 60 "$python" scripts/bench_token_kl.py --batch 4096 --length 4096 \
+  --reps 30
+run bench_full_kl_bf16 timeout 60 "$python" scripts/bench_full_kl.py --reps 10
+run bench_full_kl_f32 timeout 60 "$python" scripts/bench_full_kl.py --reps 10 --dtype float32
+run bench_estimate timeout 60 "$python" scripts/bench_estimate.py --num-samples 1e8
 echo "outputs in $out"
 exit "$status"
