@@ -137,6 +137,11 @@ def test_token_kl_gradient_is_finite_and_analytic(data, estimator, gradient, log
             continue
         want, near = _analytic(estimator, gradient, lp, rf, od if with_old else lp,
                                log_ratio_clip, value_clip)
+        # XLA flushes subnormal floats to zero (CPU and GPU alike), so a log-ratio below
+        # the dtype's smallest normal is 0 there; |l|'s derivative jumps at 0, so the
+        # exact sign(l) is not what the float environment can give.
+        if estimator == "abs" and abs(rf - lp) < jnp.finfo(dtype).tiny:
+            near = True
         if np.isfinite(rf) or log_ratio_clip is not None:
             assert np.isfinite(grad[i]), (i, lp, rf, grad[i])
         if near:
