@@ -120,7 +120,8 @@ def test_minus_inf_logits(chunk_size):
     got = rl.full_kl(z, w, chunk_size=chunk_size)
     np.testing.assert_allclose(np.asarray(got), numpy_full_kl(z[:, :40], w[:, :40])[0],
                                rtol=1e-5)
-    grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=chunk_size).sum(), argnums=(0, 1))(z, w)
+    grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=chunk_size).sum(),
+                     argnums=(0, 1))(z, w)
     for g in grads:
         assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[:, 40:] == 0)
     w[0, 3] = -np.inf  # p > 0 where r = 0: the KL is infinite

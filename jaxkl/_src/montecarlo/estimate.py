@@ -52,7 +52,11 @@ def estimate(
       q: the sampling distribution (distrax, or with distrax's ``sample(seed=,
         sample_shape=)`` and ``log_prob``); scalar batch shape.
       p: the other distribution (needs ``log_prob``).
-      key: a PRNG key.
+      key: a PRNG key. Its implementation is the caller's choice and sets the samples:
+        the default ``threefry2x32`` gives the values documented here; on CPU
+        ``jax.random.key(seed, impl="unsafe_rbg")`` drew the samples of this loop ~3x
+        faster in one measurement (BENCHMARKS.md), at the price of other sample values
+        (reproducible for the same key) and of threefry's splitting guarantees.
       num_samples: total number of samples (a positive int; ``1e9`` is fine).
       estimators: which estimators to compute, all from the same samples.
       chunk_size: samples per chunk (memory is proportional to it).
