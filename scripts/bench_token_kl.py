@@ -61,7 +61,14 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--torch", action="store_true", help="add PyTorch eager (float32)")
+    parser.add_argument("--batch", type=int, help="with --length: one shape, batch x length "
+                        "(the earlier interface; scripts/device_rl_check.sh uses it)")
+    parser.add_argument("--length", type=int)
     args = parser.parse_args()
+    if (args.batch is None) != (args.length is None):
+        parser.error("--batch and --length go together")
+    if args.batch is not None:
+        args.shapes = [f"{args.batch}x{args.length}"]
     print(f"device {jax.devices()[0].device_kind}, jax {jax.__version__}, {args.reps} reps "
           "(median), k3, log-ratio clamp 20, token-mean, bool mask (90% valid)")
     for shape_text in args.shapes:
