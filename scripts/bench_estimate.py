@@ -1,12 +1,21 @@
-"""Benchmark: the note's 1e7-sample k1/k2/k3 table, timed three ways in one run.
+"""Benchmark: the note's 1e7-sample k1/k2/k3 table, timed against the RNG floor in one run.
 
-1. jaxkl.estimate (first call including compilation, then steady state);
-2. the note's PyTorch code as written (materialises 1e7 samples and each estimator);
-3. an RNG-only floor: the same chunked loop drawing the same normal samples and summing
-   them, nothing else (what no estimator can beat without a cheaper generator).
+Contenders, interleaved round by round:
 
-Prints medians of ``--repeats`` interleaved rounds and the ratios. ``--num-samples 1e9`` times the
-large run and reports its peak resident memory. Usage:
+1. ``jaxkl.estimate`` (k1, k2, k3 mean and std) with a key of each PRNG implementation
+   (``jax.random.key(0, impl=...)``: ``threefry2x32``, JAX's default and the one the
+   documented sample values use, ``rbg`` and ``unsafe_rbg``); the first call's time
+   (with compilation) is reported for the default key;
+2. the RNG floor of each implementation: the same chunked loop (``fold_in(key, i)``,
+   chunks of ``DEFAULT_CHUNK_SIZE``) drawing the same normal samples and summing them,
+   nothing else, compiled as one loop: what no estimator can beat without a cheaper
+   generator;
+3. PyTorch, if installed: the note's code as written (it materialises the samples and
+   each estimator), and torch's own RNG floor, ``torch.randn`` of the same count in
+   chunks of the same size, summed.
+
+Prints medians of ``--repeats`` interleaved rounds and the ratios. ``--num-samples 1e9``
+times the large run once and reports its peak resident memory. Usage:
 
     .venv/bin/python scripts/bench_estimate.py [--num-samples 1e7] [--repeats 5]
 """
@@ -26,6 +35,8 @@ from _timing import interleaved_medians, time_once
 import jaxkl
 from jaxkl.montecarlo import DEFAULT_CHUNK_SIZE
 
+IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
 
 def rng_floor(num_samples: int, chunk: int = DEFAULT_CHUNK_SIZE):
     """Draw the same chunks of N(0.1, 1) samples and reduce them; nothing else."""
@@ -38,7 +49,7 @@ def rng_floor(num_samples: int, chunk: int = DEFAULT_CHUNK_SIZE):
 
         return jax.lax.fori_loop(0, (n + chunk - 1) // chunk, body, jnp.zeros(()))
 
-    return lambda: run(jax.random.key(0), num_samples)
+    return run
 
 
 def torch_note(num_samples: int):
@@ -60,6 +71,22 @@ def torch_note(num_samples: int):
     return run, torch.__version__, torch.get_num_threads()
 
 
+def torch_rng_floor(num_samples: int, chunk: int = DEFAULT_CHUNK_SIZE):
+    """torch's generator alone: ``randn`` of the same count in chunks, summed."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    buffer = torch.empty(chunk)
+
+    def run():
+        total = torch.zeros(())
+        for _ in range(0, num_samples, chunk):
+            total += torch.randn(chunk, generator=generator, out=buffer).sum()
+        return float(total)
+
+    return run
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-samples", type=float, default=1e7)
@@ -68,31 +95,50 @@ def main():
     n = int(args.num_samples)
     q, p = distrax.Normal(0.1, 1.0), distrax.Normal(0.0, 1.0)
 
-    key = jax.random.key(0)
-    jaxkl_run = lambda: jaxkl.estimate(q, p, key=key, num_samples=n)
-    first = time_once(jaxkl_run)
-    contenders = {"jaxkl": jaxkl_run, "floor": rng_floor(n)}
+    contenders = {}
+    first = None
+    for impl in IMPLS:
+        key = jax.random.key(0, impl=impl)
+        run = lambda key=key: jaxkl.estimate(q, p, key=key, num_samples=n)
+        if first is None:
+            first = time_once(run)
+        contenders[f"jaxkl {impl}"] = run
+        floor = rng_floor(n)
+        contenders[f"floor {impl}"] = lambda key=key, f=floor: f(key, n)
     torch_info = None
+    torch_contenders = {}
     if n <= 1e8:
         try:
             torch_run, version, threads = torch_note(n)
-            contenders["torch"] = torch_run
+            torch_contenders = {"torch note": torch_run, "torch randn floor": torch_rng_floor(n)}
             torch_info = f"{version} ({threads} threads)"
         except ImportError:
             print("torch not installed: `pip install torch==2.13.0` for the comparison")
-    median = interleaved_medians(contenders, args.repeats if n <= 1e8 else 1)
+    repeats = args.repeats if n <= 1e8 else 1
+    median = interleaved_medians(contenders, repeats)
+    if torch_contenders:
+        # Their own block: PyTorch's OpenMP workers spin for a while after each op and
+        # would slow down whatever XLA runs right after them.
+        median.update(interleaved_medians(torch_contenders, repeats))
     report = {
         "num_samples": n, "device": str(jax.devices()[0]), "jax": jax.__version__,
         "machine": platform.machine(), "jaxkl_first_call_s": first,
-        "jaxkl_steady_s": median["jaxkl"], "rng_floor_s": median["floor"],
-        "jaxkl_over_floor": median["jaxkl"] / median["floor"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    for name, seconds in median.items():
+        report[name.replace(" ", "_") + "_s"] = seconds
+    for impl in IMPLS:
+        report[f"jaxkl_{impl}_over_its_floor"] = median[f"jaxkl {impl}"] / median[f"floor {impl}"]
+    for impl in IMPLS:
+        report[f"jaxkl_{impl}_over_threefry_floor"] = (median[f"jaxkl {impl}"]
+                                                       / median["floor threefry2x32"])
     if torch_info:
-        report.update(torch=torch_info, torch_s=median["torch"],
-                      torch_over_jaxkl=median["torch"] / median["jaxkl"])
+        report.update(torch=torch_info,
+                      torch_note_over_jaxkl=median["torch note"] / median["jaxkl threefry2x32"],
+                      torch_randn_over_threefry_floor=(median["torch randn floor"]
+                                                       / median["floor threefry2x32"]))
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for k, v in report.items():
-        print(f"{k:22s} {v:.4g}" if isinstance(v, float) else f"{k:22s} {v}")
+        print(f"{k:36s} {v:.4g}" if isinstance(v, float) else f"{k:36s} {v}")
     print(json.dumps(report))
 
 

@@ -2,10 +2,13 @@
 
 At one current LLM shape (2048 tokens x 152,064 vocabulary, bf16 logits by default):
 
-- time: ``full_kl`` forward, and forward + gradient with respect to both logit arrays,
-  against one jitted fused read of both inputs (``sum(z + w)`` in float32; for the
-  gradient, an elementwise pass that reads both and writes two arrays of their size)
-  and against the naive ``log_softmax`` formula;
+- time: ``full_kl`` forward (and the vocabulary-chunk loop, the CPU default before
+  2026-11-30), and forward + gradient with respect to both logit arrays, against one
+  jitted fused read of both inputs (``sum(z + w)`` in float32; for the gradient, an
+  elementwise pass that reads both and writes two arrays of their size), against the
+  exp roofline (one fused pass computing ``exp(z) + exp(w)``, the two exps per element
+  any forward pass needs, summed to a scalar and per row) and against the naive
+  ``log_softmax`` formula;
 - memory beyond the inputs: XLA's compiled temporary buffer size
   (``jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``); for the
   backward pass this is the memory beyond the gradient arrays (they are outputs).
@@ -25,6 +28,7 @@ import numpy as np
 from _timing import interleaved_medians
 
 from jaxkl import rl
+from jaxkl._src.rl.full_kl import auto_chunk_size
 
 
 def naive_full_kl(z, w):
@@ -52,19 +56,28 @@ def main() -> None:
 
     ours = lambda z, w: rl.full_kl(z, w, chunk_size=args.chunk_size)
     grad = lambda f: jax.grad(lambda z, w: f(z, w).sum(), argnums=(0, 1))
+    cpu_chunk = auto_chunk_size(args.tokens, args.vocab, "cpu")
     functions = {
         "full_kl forward": ours,
+        # The vocabulary-chunk loop, the CPU default before 2026-11-30 (now rows).
+        "chunked forward": lambda z, w: rl.full_kl(z, w, chunk_size=cpu_chunk),
         "naive forward": naive_full_kl,
         "full_kl forward+backward": grad(ours),
         "naive forward+backward": grad(naive_full_kl),
         "fused read": lambda z, w: (z.astype(jnp.float32) + w.astype(jnp.float32)).sum(),
+        # The exp roofline: one fused pass computing the two exps per element a forward
+        # pass needs, reduced to a scalar (XLA:CPU's fastest form) and per row.
+        "exp pass": lambda z, w: (jnp.exp(z.astype(jnp.float32) - 30)
+                                  + jnp.exp(w.astype(jnp.float32) - 30)).sum(),
+        "exp pass per row": lambda z, w: (jnp.exp(z.astype(jnp.float32) - 30)
+                                          + jnp.exp(w.astype(jnp.float32) - 30)).sum(-1),
         "fused read+write": lambda z, w: (w - z, z - w),
     }
     spec = jax.ShapeDtypeStruct(shape, dtype)
     compiled = {name: jax.jit(f).lower(spec, spec).compile() for name, f in functions.items()}
     print("memory beyond the inputs (XLA temporaries; backward: beyond the gradients):")
-    for name in ("full_kl forward", "naive forward", "full_kl forward+backward",
-                 "naive forward+backward"):
+    for name in ("full_kl forward", "chunked forward", "naive forward",
+                 "full_kl forward+backward", "naive forward+backward"):
         temp = compiled[name].memory_analysis().temp_size_in_bytes
         print(f"  {name:<26s} {temp / 2**20:10.1f} MiB = {100 * temp / input_bytes:6.2f}% "
               "of the inputs")
@@ -78,7 +91,8 @@ def main() -> None:
         np.asarray(compiled["full_kl forward"](z, w))[sample],
         np.asarray(jax.jit(naive_full_kl)(z[sample], w[sample])), rtol=1e-5)
 
-    timed = ["full_kl forward", "fused read", "full_kl forward+backward", "fused read+write"]
+    timed = ["full_kl forward", "chunked forward", "fused read", "exp pass", "exp pass per row",
+             "full_kl forward+backward", "fused read+write"]
     if not args.skip_naive_timing:
         timed += ["naive forward", "naive forward+backward"]
     t = interleaved_medians(
@@ -91,6 +105,13 @@ def main() -> None:
     print("ratios:")
     print(f"  full_kl forward / fused read            = "
           f"{t['full_kl forward'] / t['fused read']:.2f}")
+    print(f"  chunked forward / fused read            = "
+          f"{t['chunked forward'] / t['fused read']:.2f}")
+    print(f"  exp pass / fused read                   = {t['exp pass'] / t['fused read']:.2f}")
+    print(f"  exp pass per row / fused read           = "
+          f"{t['exp pass per row'] / t['fused read']:.2f}")
+    print(f"  full_kl forward / exp pass              = "
+          f"{t['full_kl forward'] / t['exp pass']:.2f}")
     print(f"  full_kl fwd+bwd / fused read+write      = "
           f"{t['full_kl forward+backward'] / t['fused read+write']:.2f}")
     if not args.skip_naive_timing:

@@ -95,6 +95,22 @@ def _numpy_recompute(q, p, key, num_samples, chunk_size):
     return np.concatenate(parts)[:num_samples]
 
 
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_other_prng_implementations_are_reproducible_and_exact(impl):
+    """A key of another PRNG implementation (jax.random.key(seed, impl=...); faster on
+    some backends, see BENCHMARKS.md) streams the same way: the chunks' samples are those
+    of fold_in(key, chunk), the result is reproducible and matches NumPy float64."""
+    key = jax.random.key(7, impl=impl)
+    q, p = distrax.Normal(0.3, 0.8), distrax.Normal(-0.2, 1.1)
+    run = lambda: jaxkl.estimate(q, p, key=key, num_samples=10_001, chunk_size=4096)
+    first, again = run(), run()
+    l = _numpy_recompute(q, p, key, 10_001, 4096)
+    for name, values in {"k1": -l, "k3": np.expm1(l) - l}.items():
+        assert float(first[name].mean) == float(again[name].mean)
+        np.testing.assert_allclose(float(first[name].mean), values.mean(), rtol=2e-5, atol=1e-7)
+        np.testing.assert_allclose(float(first[name].std), values.std(ddof=1), rtol=2e-5)
+
+
 @pytest.mark.parametrize("num_samples", [1000, 4096 * 3, 50_001])
 def test_agrees_with_numpy_float64_on_same_samples(num_samples):
     q, p = distrax.Normal(0.3, 0.8), distrax.Normal(-0.2, 1.1)

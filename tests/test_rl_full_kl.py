@@ -112,40 +112,47 @@ def test_float64_under_x64(x64):
     np.testing.assert_allclose(np.asarray(got), numpy_full_kl(z, w)[0], rtol=1e-12)
 
 
-def test_minus_inf_logits():
+# chunk_size None: the row loop on CPU (the default there), 16: the vocabulary chunks.
+@pytest.mark.parametrize("chunk_size", [16, None])
+def test_minus_inf_logits(chunk_size):
     z, w = random_logits(7, (2, 50))
     z[:, 40:], w[:, 40:] = -np.inf, -np.inf  # padded vocabulary: dropped from both
-    got = rl.full_kl(z, w, chunk_size=16)
+    got = rl.full_kl(z, w, chunk_size=chunk_size)
     np.testing.assert_allclose(np.asarray(got), numpy_full_kl(z[:, :40], w[:, :40])[0],
                                rtol=1e-5)
-    grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=16).sum(), argnums=(0, 1))(z, w)
+    grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=chunk_size).sum(),
+                     argnums=(0, 1))(z, w)
     for g in grads:
         assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[:, 40:] == 0)
     w[0, 3] = -np.inf  # p > 0 where r = 0: the KL is infinite
-    assert np.isposinf(float(rl.full_kl(z, w, chunk_size=16)[0]))
+    assert np.isposinf(float(rl.full_kl(z, w, chunk_size=chunk_size)[0]))
 
 
-def test_rows_without_a_finite_logit():
+# chunk_size None: the row loop on CPU (the default there), 16: the vocabulary chunks.
+@pytest.mark.parametrize("chunk_size", [16, None])
+def test_rows_without_a_finite_logit(chunk_size):
     """No finite reference logit: r = 0 where p > 0, so +inf. No finite policy logit: no
     distribution, NaN; masked, such rows give 0 with zero (finite) gradients."""
     z, w = random_logits(11, (3, 40))
     w[0] = -np.inf
     z[1] = -np.inf
     z[2] = w[2] = -np.inf
-    got = np.asarray(rl.full_kl(z, w, chunk_size=16))
+    got = np.asarray(rl.full_kl(z, w, chunk_size=chunk_size))
     assert np.isposinf(got[0]) and np.isnan(got[1]) and np.isnan(got[2])
     mask = np.array([False, False, False])
-    fn = lambda a, b: rl.full_kl(a, b, mask=mask, chunk_size=16).sum()
+    fn = lambda a, b: rl.full_kl(a, b, mask=mask, chunk_size=chunk_size).sum()
     assert float(fn(z, w)) == 0
     for g in jax.grad(fn, argnums=(0, 1))(z, w):
         assert np.all(np.asarray(g) == 0)
 
 
-def test_mask_and_batch_axes():
+# chunk_size None: the row loop on CPU (the default there), 16: the vocabulary chunks.
+@pytest.mark.parametrize("chunk_size", [16, None])
+def test_mask_and_batch_axes(chunk_size):
     z, w = random_logits(8, (2, 3, 64))
     mask = np.array([[True, False, True], [False, True, True]])
     z[~mask] = np.nan  # garbage at masked tokens must not leak
-    fn = lambda a, b: rl.full_kl(a, b, mask=mask, chunk_size=16)
+    fn = lambda a, b: rl.full_kl(a, b, mask=mask, chunk_size=chunk_size)
     got = fn(z, w)
     assert got.shape == (2, 3)
     expected = np.where(mask, numpy_full_kl(np.where(mask[..., None], z, 0), w)[0], 0)

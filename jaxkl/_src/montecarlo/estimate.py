@@ -52,7 +52,12 @@ def estimate(
       q: the sampling distribution (distrax, or with distrax's ``sample(seed=,
         sample_shape=)`` and ``log_prob``); scalar batch shape.
       p: the other distribution (needs ``log_prob``).
-      key: a PRNG key.
+      key: a PRNG key. Its implementation is the caller's choice and sets the samples:
+        the default ``threefry2x32`` gives the values documented here; a key of
+        ``jax.random.key(seed, impl="rbg")`` or ``"unsafe_rbg"`` works too and is
+        reproducible for the same key, with other sample values (and, for
+        ``unsafe_rbg``, weaker guarantees for split keys). Whether it is faster depends
+        on the backend: on CPU it was not consistently (BENCHMARKS.md).
       num_samples: total number of samples (a positive int; ``1e9`` is fine).
       estimators: which estimators to compute, all from the same samples.
       chunk_size: samples per chunk (memory is proportional to it).
