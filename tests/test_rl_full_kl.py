@@ -188,7 +188,8 @@ def test_memory_beyond_inputs_is_bounded():
     backward = temp_bytes(jax.grad(lambda a, b: rl.full_kl(a, b).sum(), argnums=(0, 1)))
     naive = temp_bytes(naive_full_kl)
     assert forward <= 0.1 * input_bytes and backward <= 0.1 * input_bytes
-    assert naive > 0.1 * input_bytes
+    if jax.default_backend() == "cpu":  # an H200 fused the naive forward pass too
+        assert naive > 0.1 * input_bytes
     tile = shape[0] * auto_chunk_size(*shape, jax.default_backend()) * 4
     assert forward <= 4 * tile and backward <= 4 * tile
 

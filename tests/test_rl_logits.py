@@ -231,6 +231,9 @@ def naive_entropy_sum(z):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="XLA:CPU's fusion behaviour (the naive control's temporaries "
+                           "differ on accelerators)")
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
 @pytest.mark.parametrize("name", ["token_logprobs", "entropy"])
 def test_memory_beyond_the_logits_is_under_ten_percent(name, dtype):
