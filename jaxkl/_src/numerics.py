@@ -158,3 +158,29 @@ def js_f(x):
     ``f = (1 + u)/4 * [(1+t) log(1+t) + (1-t) log(1-t)]`` (see :func:`js_bracket`).
     """
     return (1 + jnp.exp(x)) / 4 * js_bracket(x, jnp.tanh(x / 2))
+
+
+# ---- 16-bit inputs sliced in a loop -------------------------------------------------
+
+
+def as_storage_bits(x: jax.Array) -> jax.Array:
+    """16-bit floats as their uint16 bits, so that a loop's slices of them stay 16-bit.
+
+    XLA:CPU has no bf16 arithmetic: a bf16 array that a loop slices and upcasts gets a
+    float32 copy of the whole array hoisted out of the loop (200% of the input). Slicing
+    the bits costs one uint16 copy instead (100%); BENCHMARKS.md lists what else was
+    tried. Other dtypes are returned as they are. :func:`from_storage_bits` reads a slice
+    back.
+    """
+    return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
+
+
+def from_storage_bits(block: jax.Array, dtype, compute) -> jax.Array:
+    """A slice of :func:`as_storage_bits` of a ``dtype`` array, as ``compute`` floats
+    (bf16 -> float32 is exact: the bits shifted left by 16)."""
+    if dtype == jnp.bfloat16:
+        bits = jax.lax.shift_left(block.astype(jnp.uint32), jnp.uint32(16))
+        return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(compute)
+    if jnp.dtype(dtype).itemsize == 2:
+        return jax.lax.bitcast_convert_type(block, dtype).astype(compute)
+    return block.astype(compute)

@@ -53,6 +53,29 @@ def check_integer_array(x, name: str) -> jax.Array:
     return x
 
 
+def check_token_ids(tokens, vocab: int, *, shape_of: tuple[str, tuple, str],
+                    vocab_of: str) -> jax.Array:
+    """Integer ``tokens`` of the shape ``shape_of = (name, shape, axis)`` names (that array
+    without its last axis), with ids in ``[0, vocab)`` (the vocabulary of ``vocab_of``)
+    when they are concrete; ``TypeError``/``ValueError`` naming ``tokens`` otherwise.
+    Under ``jit`` the ids are not known here; the callers turn an id out of range into
+    NaN."""
+    tokens = check_integer_array(tokens, "tokens")
+    name, shape, axis = shape_of
+    if tokens.shape != tuple(shape[:-1]):
+        raise ValueError(
+            f"`tokens` has shape {tokens.shape} but must have shape {tuple(shape[:-1])}, the "
+            f"shape of `{name}` {tuple(shape)} without its {axis} axis."
+        )
+    values = concrete_value(tokens)
+    if values is not None and values.size and not (values.min() >= 0 and values.max() < vocab):
+        raise ValueError(
+            f"`tokens` must hold ids in [0, {vocab}) (the vocabulary of `{vocab_of}`), got "
+            f"ids from {values.min()} to {values.max()}."
+        )
+    return tokens
+
+
 def check_logits(logits, name: str = "logits") -> jax.Array:
     """Float logits with a non-empty vocabulary axis (last), else ``TypeError``/``ValueError``."""
     logits = check_float_array(logits, name)

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from jaxkl._src.numerics import as_storage_bits, from_storage_bits
 from jaxkl._src.validation import (
     check_float_array,
     check_logits,
@@ -123,27 +124,6 @@ def _update(carry, z_chunk, w_chunk, dtype):
     return new_max_z, new_max_w, sum_z, sum_w, acc
 
 
-def _storage(x: Array) -> Array:
-    """16-bit floats as their uint16 bits, so that the forward loop's slices stay 16-bit.
-
-    (XLA:CPU has no bf16 arithmetic and upcasts a bf16 array that a loop slices,
-    hoisting a float32 copy of the whole input out of the loop: 200% of a bf16 input.
-    Slicing the bits costs one uint16 copy instead, 100%; BENCHMARKS.md lists what else
-    was tried. Other dtypes are left alone.)
-    """
-    return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
-
-
-def _load(chunk: Array, dtype, compute) -> Array:
-    """A stored chunk as ``compute`` floats (bf16 -> f32 is exact: the bits shifted left)."""
-    if dtype == jnp.bfloat16:
-        bits = jax.lax.shift_left(chunk.astype(jnp.uint32), jnp.uint32(16))
-        return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(compute)
-    if jnp.dtype(dtype).itemsize == 2:
-        return jax.lax.bitcast_convert_type(chunk, dtype).astype(compute)
-    return chunk.astype(compute)
-
-
 def _chunk(logits: Array, ref_logits: Array, start, size: int):
     """``[:, start:start + size]`` of both (stored) inputs."""
     return (
@@ -194,12 +174,13 @@ def _streamed_statistics_by_rows(logits: Array, ref_logits: Array):
     dtype = compute_dtype(logits, ref_logits)
     rows = logits.shape[0]
     dtypes = (logits.dtype, ref_logits.dtype)
-    logits, ref_logits = _storage(logits), _storage(ref_logits)
+    logits, ref_logits = as_storage_bits(logits), as_storage_bits(ref_logits)
 
     def body(i, carry):
-        z = _load(jax.lax.dynamic_index_in_dim(logits, i, keepdims=False), dtypes[0], dtype)
-        w = _load(jax.lax.dynamic_index_in_dim(ref_logits, i, keepdims=False), dtypes[1],
-                  dtype)
+        z = from_storage_bits(jax.lax.dynamic_index_in_dim(logits, i, keepdims=False),
+                              dtypes[0], dtype)
+        w = from_storage_bits(jax.lax.dynamic_index_in_dim(ref_logits, i, keepdims=False),
+                              dtypes[1], dtype)
         return tuple(c.at[i].set(v) for c, v in zip(carry, _row_statistics(z, w), strict=True))
 
     carry = tuple(jnp.zeros((rows,), dtype) for _ in range(5))
@@ -211,10 +192,11 @@ def _streamed_statistics_in_chunks(logits: Array, ref_logits: Array, chunk_size:
     dtype = compute_dtype(logits, ref_logits)
     rows, vocab = logits.shape
     dtypes = (logits.dtype, ref_logits.dtype)
-    logits, ref_logits = _storage(logits), _storage(ref_logits)
+    logits, ref_logits = as_storage_bits(logits), as_storage_bits(ref_logits)
 
     def update(carry, z, w):
-        return _update(carry, _load(z, dtypes[0], dtype), _load(w, dtypes[1], dtype), dtype)
+        return _update(carry, from_storage_bits(z, dtypes[0], dtype),
+                       from_storage_bits(w, dtypes[1], dtype), dtype)
 
     carry = (
         jnp.full((rows,), -jnp.inf, dtype),

@@ -73,15 +73,15 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
+from jaxkl._src.numerics import as_storage_bits, from_storage_bits
 from jaxkl._src.validation import (
     check_choice,
     check_float_array,
-    check_integer_array,
     check_mask,
     check_positive_int,
     check_positive_number,
+    check_token_ids,
     compute_dtype,
-    concrete_value,
 )
 
 Array = jax.Array
@@ -130,26 +130,9 @@ def _for_blocks(total: int, block: int, body, carry):
     return carry
 
 
-def _storage(x: Array) -> Array:
-    """16-bit floats as their uint16 bits, so that slicing them in a loop stays 16-bit.
-
-    (XLA:CPU has no bf16 arithmetic and hoists a float32 copy of a whole bf16 array that
-    a loop slices and upcasts out of the loop.)
-    """
-    return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
-
-
 def _load(block: Array, dtype, compute, storage: bool) -> Array:
-    """A stored block as ``compute`` floats (bf16 -> f32 is exact: the bits shifted left);
-    without ``storage``, the block as it is (its dtype is ``dtype``)."""
-    if not storage:
-        return block
-    if dtype == jnp.bfloat16:
-        bits = jax.lax.shift_left(block.astype(jnp.uint32), jnp.uint32(16))
-        return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(compute)
-    if jnp.dtype(dtype).itemsize == 2:
-        return jax.lax.bitcast_convert_type(block, dtype).astype(compute)
-    return block.astype(compute)
+    """A block as ``compute`` floats when stored as bits (``storage``), else as it is."""
+    return from_storage_bits(block, dtype, compute) if storage else block
 
 
 class _Side(NamedTuple):
@@ -164,7 +147,7 @@ class _Side(NamedTuple):
 def _side(hidden: Array, unembedding: Array, storage: bool) -> _Side:
     dtypes = (hidden.dtype, unembedding.dtype)
     if storage:
-        hidden, unembedding = _storage(hidden), _storage(unembedding)
+        hidden, unembedding = as_storage_bits(hidden), as_storage_bits(unembedding)
     return _Side(hidden, unembedding, *dtypes)
 
 
@@ -374,7 +357,7 @@ def _gradients(kind, cfg, sides, tokens, stats, g, needs):
 def _stored(block: Array, side: _Side, cfg: _Config) -> Array:
     """A float ``compute`` gradient block in the unembedding's (stored) dtype."""
     block = block.astype(side.unembedding_dtype)
-    return _storage(block) if cfg.storage else block
+    return as_storage_bits(block) if cfg.storage else block
 
 
 def _unstore(x: Array, dtype) -> Array:
@@ -613,20 +596,10 @@ def token_logprobs_from_hidden(
     check_choice(unembedding_layout, "unembedding_layout", LAYOUTS)
     hidden, unembedding = _check_pair(hidden, unembedding, "hidden", "unembedding",
                                       unembedding_layout)
-    tokens = check_integer_array(tokens, "tokens")
     batch_shape, dim = hidden.shape[:-1], hidden.shape[-1]
     vocab = _vocab_size(unembedding, unembedding_layout)
-    if tokens.shape != batch_shape:
-        raise ValueError(
-            f"`tokens` has shape {tokens.shape} but must have shape {batch_shape}, the shape "
-            f"of `hidden` {hidden.shape} without its hidden axis."
-        )
-    values = concrete_value(tokens)
-    if values is not None and values.size and not (values.min() >= 0 and values.max() < vocab):
-        raise ValueError(
-            f"`tokens` must hold ids in [0, {vocab}) (the vocabulary of `unembedding`), got "
-            f"ids from {values.min()} to {values.max()}."
-        )
+    tokens = check_token_ids(tokens, vocab, shape_of=("hidden", hidden.shape, "hidden"),
+                             vocab_of="unembedding")
     rows = math.prod(batch_shape)
     if rows == 0:
         return jnp.zeros(batch_shape, compute_dtype(hidden, unembedding))

@@ -50,8 +50,8 @@ from jaxkl._src.validation import (
     check_integer_array,
     check_logits,
     check_positive_number,
+    check_token_ids,
     compute_dtype,
-    concrete_value,
 )
 
 Array = jax.Array
@@ -238,20 +238,10 @@ def token_logprobs(logits: ArrayLike, tokens: ArrayLike, *, temperature: float =
       Array([-0.6931472 , -0.22314355], dtype=float32)
     """
     logits = check_logits(logits)
-    tokens = check_integer_array(tokens, "tokens")
-    temperature = _check_temperature(temperature)
     batch_shape, vocab = logits.shape[:-1], logits.shape[-1]
-    if tokens.shape != batch_shape:
-        raise ValueError(
-            f"`tokens` has shape {tokens.shape} but must have shape {batch_shape}, the shape "
-            f"of `logits` {logits.shape} without its vocabulary axis."
-        )
-    values = concrete_value(tokens)
-    if values is not None and values.size and not (values.min() >= 0 and values.max() < vocab):
-        raise ValueError(
-            f"`tokens` must hold ids in [0, {vocab}) (the vocabulary of `logits`), got ids "
-            f"from {values.min()} to {values.max()}."
-        )
+    tokens = check_token_ids(tokens, vocab, shape_of=("logits", logits.shape, "vocabulary"),
+                             vocab_of="logits")
+    temperature = _check_temperature(temperature)
     # Negative ids would wrap around in a gather; send every out-of-range id to V, which
     # the gather fills with NaN.
     tokens = jnp.where((tokens >= 0) & (tokens < vocab), tokens, vocab).astype(jnp.int32)
