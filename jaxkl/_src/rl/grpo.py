@@ -306,9 +306,11 @@ class GRPOMetrics(NamedTuple):
 
     Attributes:
       policy_loss: the mean clipped surrogate.
-      kl: the mean per-token KL estimate against ``ref_logprobs`` with the ``kl`` options,
-        computed whenever ``ref_logprobs`` is given, also when ``kl_coef`` is 0 (what is
-        logged need not be what is optimised); 0 when ``ref_logprobs`` is not given.
+      kl: the mean per-token KL against the reference with the ``kl`` options (the
+        estimate from ``ref_logprobs``; with ``KLConfig("full")`` the exact KL from
+        ``logits`` and ``ref_logits``), computed whenever the reference is given, also
+        when ``kl_coef`` is 0 (what is logged need not be what is optimised); 0 when it
+        is not given.
       clip_fraction: the fraction of tokens whose clipped branch is active.
       ratio_mean: the mean ratio ``pi / pi_old``.
       ratio_max: the largest ratio over valid tokens (0 when none is valid).
