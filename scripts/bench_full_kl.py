@@ -3,7 +3,8 @@
 At one current LLM shape (2048 tokens x 152,064 vocabulary, bf16 logits by default):
 
 - time: ``full_kl`` forward (and the vocabulary-chunk loop, the CPU default before
-  2026-11-30), and forward + gradient with respect to both logit arrays, against one
+  2026-11-30, and the row loop over all rows at once, which for 16-bit inputs copied
+  them whole before its loop), and forward + gradient with respect to both logit arrays, against one
   jitted fused read of both inputs (``sum(z + w)`` in float32; for the gradient, an
   elementwise pass that reads both and writes two arrays of their size), against the
   exp roofline (one fused pass computing ``exp(z) + exp(w)``, the two exps per element
@@ -28,6 +29,7 @@ import numpy as np
 from _timing import interleaved_medians
 
 from jaxkl import rl
+from jaxkl._src.rl import full_kl as full_kl_module
 from jaxkl._src.rl.full_kl import auto_chunk_size
 
 
@@ -61,6 +63,10 @@ def main() -> None:
         "full_kl forward": ours,
         # The vocabulary-chunk loop, the CPU default before 2026-11-30 (now rows).
         "chunked forward": lambda z, w: rl.full_kl(z, w, chunk_size=cpu_chunk),
+        # The CPU row loop over all rows at once, as before 2026-11-30 (evening): for 16-bit
+        # inputs it copies both whole inputs (as uint16) before the loop.
+        "one-block row loop": lambda z, w: full_kl_module._finish(
+            *full_kl_module._row_loop(z, w, (z.dtype, w.dtype)))[0],
         "naive forward": naive_full_kl,
         "full_kl forward+backward": grad(ours),
         "naive forward+backward": grad(naive_full_kl),
@@ -76,7 +82,7 @@ def main() -> None:
     spec = jax.ShapeDtypeStruct(shape, dtype)
     compiled = {name: jax.jit(f).lower(spec, spec).compile() for name, f in functions.items()}
     print("memory beyond the inputs (XLA temporaries; backward: beyond the gradients):")
-    for name in ("full_kl forward", "chunked forward", "naive forward",
+    for name in ("full_kl forward", "one-block row loop", "chunked forward", "naive forward",
                  "full_kl forward+backward", "naive forward+backward"):
         temp = compiled[name].memory_analysis().temp_size_in_bytes
         print(f"  {name:<26s} {temp / 2**20:10.1f} MiB = {100 * temp / input_bytes:6.2f}% "
@@ -91,7 +97,7 @@ def main() -> None:
         np.asarray(compiled["full_kl forward"](z, w))[sample],
         np.asarray(jax.jit(naive_full_kl)(z[sample], w[sample])), rtol=1e-5)
 
-    timed = ["full_kl forward", "chunked forward", "fused read", "exp pass", "exp pass per row",
+    timed = ["full_kl forward", "one-block row loop", "chunked forward", "fused read", "exp pass", "exp pass per row",
              "full_kl forward+backward", "fused read+write"]
     if not args.skip_naive_timing:
         timed += ["naive forward", "naive forward+backward"]
@@ -105,6 +111,8 @@ def main() -> None:
     print("ratios:")
     print(f"  full_kl forward / fused read            = "
           f"{t['full_kl forward'] / t['fused read']:.2f}")
+    print(f"  one-block row loop / fused read         = "
+          f"{t['one-block row loop'] / t['fused read']:.2f}")
     print(f"  chunked forward / fused read            = "
           f"{t['chunked forward'] / t['fused read']:.2f}")
     print(f"  exp pass / fused read                   = {t['exp pass'] / t['fused read']:.2f}")

@@ -137,15 +137,22 @@ def _streamed_statistics(logits: Array, ref_logits: Array, chunk_size: int | Non
 
     ``chunk_size=None`` loops over rows on CPU and uses chunks of :func:`auto_chunk_size`
     elsewhere, for the platform the computation is lowered for
-    (``lax.platform_dependent`` lowers only that platform's branch).
+    (``lax.platform_dependent`` lowers only that platform's branch). On CPU 16-bit
+    inputs are looped over in blocks of rows (:func:`_in_row_blocks`).
     """
-    if chunk_size is not None:
-        return _streamed_statistics_in_chunks(logits, ref_logits, chunk_size)
-    rows, vocab = logits.shape
-    chunk = auto_chunk_size(rows, vocab, "default")
+    dtypes = (logits.dtype, ref_logits.dtype)
+    if chunk_size is None:
+        cpu_loop = _row_loop
+        default_loop = functools.partial(
+            _chunk_loop, chunk_size=auto_chunk_size(*logits.shape, "default"))
+    else:
+        cpu_loop = default_loop = functools.partial(_chunk_loop, chunk_size=chunk_size)
+    if 2 in (logits.dtype.itemsize, ref_logits.dtype.itemsize):
+        cpu_loop = functools.partial(_in_row_blocks, cpu_loop)
     return jax.lax.platform_dependent(
-        logits, ref_logits, cpu=_streamed_statistics_by_rows,
-        default=functools.partial(_streamed_statistics_in_chunks, chunk_size=chunk),
+        logits, ref_logits,
+        cpu=lambda z, w: _finish(*cpu_loop(z, w, dtypes)),
+        default=lambda z, w: _finish(*default_loop(z, w, dtypes)),
     )
 
 
@@ -161,8 +168,9 @@ def _row_statistics(z: Array, w: Array):
     return max_z, max_w, exp_z.sum(), jnp.exp(centered_w).sum(), acc
 
 
-def _streamed_statistics_by_rows(logits: Array, ref_logits: Array):
-    """:func:`_streamed_statistics_in_chunks` one row at a time (the CPU default).
+def _row_loop(logits: Array, ref_logits: Array, dtypes):
+    """The unfinished ``(M_z, M_w, S_z, S_w, A)`` of each row, one row per loop step (the
+    CPU default), of inputs of ``dtypes`` given as :func:`as_storage_bits`.
 
     On XLA:CPU a reduction over the last axis of a ``[rows, chunk]`` tile ran at ~4x the
     time of a reduction of the same elements to a scalar (measured 2026-11-30 on jaxlib
@@ -171,9 +179,8 @@ def _streamed_statistics_by_rows(logits: Array, ref_logits: Array):
     (one row of both inputs stays in cache across the max and the sums), is faster than
     the vocabulary chunks (BENCHMARKS.md). Same arithmetic as one chunk of the whole row.
     """
-    dtype = compute_dtype(logits, ref_logits)
+    dtype = compute_dtype(*dtypes)
     rows = logits.shape[0]
-    dtypes = (logits.dtype, ref_logits.dtype)
     logits, ref_logits = as_storage_bits(logits), as_storage_bits(ref_logits)
 
     def body(i, carry):
@@ -184,14 +191,14 @@ def _streamed_statistics_by_rows(logits: Array, ref_logits: Array):
         return tuple(c.at[i].set(v) for c, v in zip(carry, _row_statistics(z, w), strict=True))
 
     carry = tuple(jnp.zeros((rows,), dtype) for _ in range(5))
-    carry = jax.lax.fori_loop(0, rows, body, carry)
-    return _finish(*carry)
+    return jax.lax.fori_loop(0, rows, body, carry)
 
 
-def _streamed_statistics_in_chunks(logits: Array, ref_logits: Array, chunk_size: int):
-    dtype = compute_dtype(logits, ref_logits)
+def _chunk_loop(logits: Array, ref_logits: Array, dtypes, chunk_size: int):
+    """The unfinished ``(M_z, M_w, S_z, S_w, A)`` of each row, one vocabulary chunk per
+    loop step (:func:`_update`), of inputs of ``dtypes`` given as :func:`as_storage_bits`."""
+    dtype = compute_dtype(*dtypes)
     rows, vocab = logits.shape
-    dtypes = (logits.dtype, ref_logits.dtype)
     logits, ref_logits = as_storage_bits(logits), as_storage_bits(ref_logits)
 
     def update(carry, z, w):
@@ -215,7 +222,50 @@ def _streamed_statistics_in_chunks(logits: Array, ref_logits: Array, chunk_size:
     if vocab % chunk_size:
         start = num_full * chunk_size
         carry = update(carry, *_chunk(logits, ref_logits, start, vocab - start))
-    return _finish(*carry)
+    return carry
+
+
+# A loop that slices a 16-bit array needs a copy of it on XLA:CPU: a bf16 array sliced
+# in a loop is upcast to a float32 copy hoisted out of the loop, and the uint16 view of
+# `numerics.as_storage_bits` is a copy too. Copied block by block, the copy is 1/16 of
+# the inputs: [1024, 152064] bf16 forward temporaries 6.5% instead of 100.2%, 1.48x
+# faster (no whole-array copy pass), compile time 0.9 s instead of 0.3 s (32 blocks:
+# 3.3%, 1.9 s); BENCHMARKS.md.
+STORAGE_COPY_BLOCKS = 16
+
+
+def _in_row_blocks(loop, logits: Array, ref_logits: Array, dtypes):
+    """``loop`` (:func:`_row_loop` or :func:`_chunk_loop`) over :data:`STORAGE_COPY_BLOCKS`
+    static blocks of rows, each block's inputs copied (as storage bits) only after the
+    previous block's loop has ended.
+
+    Nothing else orders the copies: they depend on the inputs alone, and XLA scheduled
+    all of them before the first loop (100% of the inputs live at once). So each block's
+    bits get ``min(last_bits, 0)``, an unsigned zero that XLA does not fold and that
+    depends on the previous block's result. Should a later XLA fold it, the values stay
+    exact and only the memory grows (``tests/test_rl_full_kl.py`` measures it).
+    """
+    rows = logits.shape[0]
+    blocks = min(rows, STORAGE_COPY_BLOCKS)
+    edges = [rows * k // blocks for k in range(blocks + 1)]
+    results, after_previous = [], jnp.zeros((), jnp.uint32)
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        block = tuple(_bits_after(x[start:stop], after_previous) for x in (logits, ref_logits))
+        carry = loop(*block, dtypes)
+        results.append(carry)
+        last_bits = jax.lax.bitcast_convert_type(carry[-1][-1].astype(jnp.float32), jnp.uint32)
+        after_previous = jnp.minimum(last_bits, jnp.uint32(0))
+    return tuple(jnp.concatenate(parts) for parts in zip(*results, strict=True))
+
+
+def _bits_after(block: Array, zero: Array) -> Array:
+    """``block`` as its storage bits plus the unsigned ``zero`` (so computed after
+    ``zero``); wider floats are returned as floats again."""
+    if block.dtype.itemsize == 2:
+        return as_storage_bits(block) + zero.astype(jnp.uint16)
+    unsigned = jnp.dtype(f"uint{8 * block.dtype.itemsize}")
+    bits = jax.lax.bitcast_convert_type(block, unsigned) + zero.astype(unsigned)
+    return jax.lax.bitcast_convert_type(bits, block.dtype)
 
 
 def _finish(max_z, max_w, sum_z, sum_w, acc):
@@ -233,8 +283,36 @@ def _finish(max_z, max_w, sum_z, sum_w, acc):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _full_kl_2d(chunk_size: int | None, logits: Array, ref_logits: Array, valid: Array) -> Array:
-    kl, _ = _streamed_statistics(logits, ref_logits, chunk_size)
+    kl, _ = _statistics(chunk_size, logits, ref_logits)
     return jnp.where(valid, kl, 0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _statistics(chunk_size: int | None, logits: Array, ref_logits: Array):
+    """:func:`_streamed_statistics`, differentiable: the forward pass reads 16-bit
+    inputs as integer bits (no derivative), so the derivatives that second-order
+    differentiation (``jax.hessian``) takes of the statistics come from this rule."""
+    return _streamed_statistics(logits, ref_logits, chunk_size)
+
+
+def _statistics_jvp(chunk_size, primals, tangents):
+    """``d KL`` as in :func:`_full_kl_jvp`; ``d log sum_v e^{z_v - M_z} = sum_v p_v dz_v``
+    and likewise for ``w``, with ``d M = 0`` (the maxima are shifts: only ``M + log S``
+    enters the log-probabilities, and its derivative is exact)."""
+    logits, ref_logits = primals
+    d_logits, d_ref_logits = tangents
+    kl, stats = _streamed_statistics(logits, ref_logits, chunk_size)
+    max_z, max_w, log_sum_z, log_sum_w = stats
+    valid = jnp.ones(kl.shape, bool)
+    zeros = jnp.zeros_like(kl)
+    d_kl, d_log_sum_z, d_log_sum_w = zeros, zeros, zeros
+    if not isinstance(d_logits, SymbolicZero):
+        d_kl = d_kl + _logits_tangent(logits, ref_logits, valid, kl, stats, d_logits)
+        d_log_sum_z = _expected_tangent(logits, max_z, log_sum_z, d_logits)
+    if not isinstance(d_ref_logits, SymbolicZero):
+        d_kl = d_kl + _ref_logits_tangent(logits, ref_logits, valid, kl, stats, d_ref_logits)
+        d_log_sum_w = _expected_tangent(ref_logits, max_w, log_sum_w, d_ref_logits)
+    return (kl, stats), (d_kl, (zeros, zeros, d_log_sum_z, d_log_sum_w))
 
 
 def _log_probs(x: Array, row_max: Array, log_sum: Array, compute) -> Array:
@@ -275,6 +353,14 @@ def _ref_logits_tangent(logits, ref_logits, valid, kl, stats, tangent):
     return jnp.sum(coefficient * tangent.astype(compute), axis=-1)
 
 
+@functools.partial(jax.checkpoint, policy=_NOTHING_SAVED)
+def _expected_tangent(x, row_max, log_sum, tangent):
+    """``sum_v softmax(x)_v dx_v`` per row."""
+    compute = row_max.dtype
+    weights = jnp.exp(_log_probs(x, row_max, log_sum, compute))
+    return jnp.sum(weights * tangent.astype(compute), axis=-1)
+
+
 def _full_kl_jvp(chunk_size, primals, tangents):
     """dKL = sum_v p_v (a_v - KL) dz_v + sum_v (r_v - p_v) dw_v, a_v = log p_v - log r_v.
 
@@ -283,7 +369,7 @@ def _full_kl_jvp(chunk_size, primals, tangents):
     """
     logits, ref_logits, valid = primals
     d_logits, d_ref_logits, _ = tangents
-    kl, stats = _streamed_statistics(logits, ref_logits, chunk_size)
+    kl, stats = _statistics(chunk_size, logits, ref_logits)
     out = jnp.where(valid, kl, 0)
     tangent = jnp.zeros_like(out)
     if not isinstance(d_logits, SymbolicZero):
@@ -295,6 +381,7 @@ def _full_kl_jvp(chunk_size, primals, tangents):
 
 
 _full_kl_2d.defjvp(_full_kl_jvp, symbolic_zeros=True)
+_statistics.defjvp(_statistics_jvp, symbolic_zeros=True)
 
 
 def full_kl(
@@ -366,6 +453,9 @@ def full_kl(
     return full_kl_values(logits, ref_logits, valid, chunk_size)
 
 
+# Compiled once per shape, dtype and chunk size, also for eager callers: run op by op,
+# the CPU forward pass's 16 row-block loops of 16-bit inputs cost 4 s a call ([37, 300]).
+@functools.partial(jax.jit, static_argnums=(3,))
 def full_kl_values(logits: Array, ref_logits: Array, valid: Array, chunk_size: int | None
                    ) -> Array:
     """:func:`full_kl` on checked inputs: float ``[..., V]`` logits of one shape, a bool
