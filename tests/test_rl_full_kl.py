@@ -131,14 +131,15 @@ def test_16_bit_row_blocks_equal_the_float32_row_loop(rows):
 
 @pytest.mark.parametrize("dtypes", [(jnp.bfloat16,) * 2, (jnp.bfloat16, jnp.float32)])
 def test_16_bit_forward_memory_is_bounded(dtypes):
-    """bf16 forward temporaries at most 10% of the inputs (issue 18: they were 100%, a
-    uint16 copy of both inputs for the row loop; now 1/16 at a time, 6.5% measured at
-    [1024, 152064]), mixed with a float32 reference too. Compile only, nothing runs."""
-    shape = (512, 65536)
+    """bf16 forward temporaries at the README's shape, [1024, 152064]: under 7% of the
+    inputs (6.45% measured; issue 18's goal is 10%; before the row blocks, 100.2%: a
+    uint16 copy of both whole inputs for the row loop), mixed with a float32 reference
+    too. Compile only, nothing runs."""
+    shape = (1024, 152064)
     specs = [jax.ShapeDtypeStruct(shape, d) for d in dtypes]
     input_bytes = sum(np.prod(shape) * jnp.dtype(d).itemsize for d in dtypes)
     compiled = jax.jit(lambda a, b: rl.full_kl(a, b)).lower(*specs).compile()
-    assert compiled.memory_analysis().temp_size_in_bytes <= 0.1 * input_bytes
+    assert compiled.memory_analysis().temp_size_in_bytes <= 0.07 * input_bytes
 
 
 def test_float64_under_x64(x64):

@@ -185,8 +185,9 @@ def log_ratio_dtype(q, p, key: Array):
 
 
 def _chunk_moments(q, p, key: Array, chunk_index: Array, num_samples: Array, features,
-                   chunk_size: int, shift: Array) -> stats.Moments:
-    """Moments of the features over chunk ``chunk_index`` (padding past num_samples masked).
+                   chunk_size: int, shift: Array, *, masked: bool) -> stats.Moments:
+    """Moments of the features over chunk ``chunk_index``; with ``masked``, the samples
+    past ``num_samples`` (the padding of the last chunk) are left out.
 
     ``shift`` (the running mean) centres the one-pass sums; see stats.from_features.
     """
@@ -196,9 +197,8 @@ def _chunk_moments(q, p, key: Array, chunk_index: Array, num_samples: Array, fea
     chex.assert_shape(values, (chunk_size,))
     chex.assert_type(values, l.dtype)
     chex.assert_shape(shift, (len(features),))
-    # Every chunk is masked, the full ones too: skipping the mask of full chunks with a
-    # lax.cond was ~6% faster on XLA:CPU but broke the sharded engine (inside shard_map
-    # the two branches' outputs differ in their varying manual axes).
+    if not masked:
+        return stats.from_features(values, None, shift)
     position = chunk_index * chunk_size + jnp.arange(chunk_size)
     return stats.from_features(values, position < num_samples, shift)
 
@@ -210,19 +210,36 @@ def run_chunks(q, p, key: Array, num_samples: Array, *, features, chunk_size: in
     The single-device loop uses ``stride = 1``; each device of a sharded run uses the
     device count as stride, so that every chunk keeps its ``fold_in(key, chunk)`` key.
     ``num_samples`` may be traced (a new count does not recompile).
+
+    Two loops: the chunks that lie wholly below ``num_samples`` skip the padding mask
+    (~5% of the engine's time on XLA:CPU, BENCHMARKS.md), the rest (at most one chunk
+    holds samples) are masked. Both trip counts are traced: no recompilation, and no
+    ``lax.cond``, whose branches' outputs differ in their varying manual axes inside
+    ``shard_map``.
     """
 
-    def body(j, total):
-        # After the first chunk, the running mean is an excellent shift for the sums.
-        shift = jnp.where(total.count > 0, total.mean, jnp.nan)
-        chunk = _chunk_moments(q, p, key, first + j * stride, num_samples, features,
-                               chunk_size, shift)
-        return stats.merge(total, chunk)
+    def loop(masked):
+        def body(j, total):
+            # After the first chunk, the running mean is an excellent shift for the sums.
+            shift = jnp.where(total.count > 0, total.mean, jnp.nan)
+            chunk = _chunk_moments(q, p, key, first + j * stride, num_samples, features,
+                                   chunk_size, shift, masked=masked)
+            return stats.merge(total, chunk)
+        return body
 
-    return jax.lax.fori_loop(0, count, body, total)
+    # Chunk c is whole when (c + 1) * chunk_size <= num_samples, i.e. c < whole_chunks;
+    # this loop's chunks first + j * stride are, for j < ceil((whole_chunks - first) / stride).
+    whole_chunks = num_samples // chunk_size
+    count = jnp.asarray(count)
+    whole = jnp.clip((whole_chunks - first + stride - 1) // stride, 0, count).astype(count.dtype)
+    total = jax.lax.fori_loop(0, whole, loop(masked=False), total)
+    return jax.lax.fori_loop(whole, count, loop(masked=True), total)
 
 
 def _stream_impl(q, p, key, num_samples, *, features, chunk_size) -> stats.Moments:
+    # Guarded inside the compiled call: applied eagerly, the identity on each parameter
+    # cost ~4 ms an estimate (BENCHMARKS.md); traced, it is free and still raises.
+    q, p = guard_gradients(q), guard_gradients(p)
     num_chunks = (num_samples + chunk_size - 1) // chunk_size
     total = stats.empty(len(features), log_ratio_dtype(q, p, key))
     return run_chunks(q, p, key, num_samples, features=features, chunk_size=chunk_size,
@@ -283,12 +300,23 @@ def is_pytree(d) -> bool:
 
 
 def summarize(moments: stats.Moments, plan: SamplingPlan) -> dict[str, stats.Stats]:
-    """Per-estimator :class:`jaxkl.Stats` from the streamed feature moments."""
-    num_features = len(plan.features)
+    """Per-estimator :class:`jaxkl.Stats` from the streamed feature moments.
+
+    One compiled call per estimator set (not per sample count). Run as eager operations
+    while the streaming loop was still running, the same few dozen scalar operations
+    added 20-30 ms to a 120 ms ``estimate`` of 1e7 samples on a 2-core CPU
+    (scripts/bench_estimate.py, BENCHMARKS.md).
+    """
+    return _summarize(moments, names=plan.names, slots=plan.slots,
+                      num_features=len(plan.features))
+
+
+@functools.partial(jax.jit, static_argnames=("names", "slots", "num_features"))
+def _summarize(moments: stats.Moments, *, names, slots, num_features) -> dict[str, stats.Stats]:
     chex.assert_shape(moments.mean, (num_features,))
     chex.assert_shape(moments.comoment, (num_features, num_features))
     out = {}
-    for name, slot in zip(plan.names, plan.slots, strict=True):
+    for name, slot in zip(names, slots, strict=True):
         if name == vocabulary.OPTIMAL_CV:
             i_k1, i_r = slot
             # lam* = Cov(l, r) / Var(r) = -Cov(k1, r - 1) / Var(r - 1).

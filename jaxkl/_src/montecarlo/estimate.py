@@ -88,7 +88,6 @@ def estimate(
     key = check_key(key)
     plan = engine.make_plan(q, p, num_samples=num_samples, estimators=estimators,
                             chunk_size=chunk_size, alpha=alpha, t=t)
-    q, p = engine.guard_gradients(q), engine.guard_gradients(p)
     return engine.summarize(engine.stream(q, p, key, plan), plan)
 
 

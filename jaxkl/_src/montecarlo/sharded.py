@@ -83,8 +83,6 @@ _BLOCK_STATIC = ("key_impl", "features", "chunk_size", "chunks_per_call", "mesh"
 _block_step_jit = jax.jit(_block_step, static_argnames=_BLOCK_STATIC)
 
 
-_summarize = jax.jit(engine.summarize, static_argnums=1)
-
 # Chunks per device in one compiled call; the host loops over blocks of D times this
 # (issued asynchronously, so the devices do not wait for the host). Bounded calls keep
 # host memory flat: one multi-device XLA CPU execution was measured to grow RSS with its
@@ -175,7 +173,7 @@ def estimate_sharded(
             total = step(total, *dists, key_data, n, first, **static)
         else:
             total = step(total, key_data, n, first)
-    result = _summarize(total, plan)
+    result = engine.summarize(total, plan)
     assert_on_mesh(result, mesh, replicated=True)
     return result
 
