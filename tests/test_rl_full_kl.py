@@ -312,6 +312,20 @@ def test_hessian_with_16_bit_inputs(dtypes, chunk_size):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0, 5)])
+def test_no_tokens(shape, dtype):
+    """An empty batch gives an empty result and empty gradients (the row loop's body,
+    slicing one row, failed to trace on zero rows)."""
+    z = jnp.zeros(shape, dtype)
+    for chunk_size in (None, 2):
+        got = rl.full_kl(z, z, chunk_size=chunk_size)
+        assert got.shape == shape[:-1] and got.dtype == jnp.float32
+        grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=chunk_size).sum(),
+                         argnums=(0, 1))(z, z)
+        assert all(g.shape == shape and g.dtype == dtype for g in grads)
+
+
 def test_errors_name_the_argument():
     z = jnp.zeros((2, 5))
     with pytest.raises(ValueError, match="`ref_logits`"):

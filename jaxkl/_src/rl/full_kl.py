@@ -141,6 +141,8 @@ def _streamed_statistics(logits: Array, ref_logits: Array, chunk_size: int | Non
     inputs are looped over in blocks of rows (:func:`_in_row_blocks`).
     """
     dtypes = (logits.dtype, ref_logits.dtype)
+    if logits.shape[0] == 0:  # no tokens: the loops' bodies, slicing a row, would not trace
+        return _finish(*(jnp.zeros((0,), compute_dtype(*dtypes)),) * 5)
     if chunk_size is None:
         cpu_loop = _row_loop
         default_loop = functools.partial(
