@@ -212,7 +212,7 @@ def run_chunks(q, p, key: Array, num_samples: Array, *, features, chunk_size: in
     ``num_samples`` may be traced (a new count does not recompile).
 
     Two loops: the chunks that lie wholly below ``num_samples`` skip the padding mask
-    (~5% of the engine's time on XLA:CPU, BENCHMARKS.md), the rest (at most one chunk
+    (3-5% of the engine's time on XLA:CPU, BENCHMARKS.md), the rest (at most one chunk
     holds samples) are masked. Both trip counts are traced: no recompilation, and no
     ``lax.cond``, whose branches' outputs differ in their varying manual axes inside
     ``shard_map``.
