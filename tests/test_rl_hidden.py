@@ -127,39 +127,38 @@ def test_equal_to_jax_autodiff_of_the_materialised_logits(kind):
                                    atol=1e-5 * float(jnp.abs(w).max()))
 
 
+# Per input dtype: (seed, value dtype, value rtol and atol, gradient rtol, gradient atol
+# as a share of the largest gradient entry).
+DTYPE_CASES = {
+    # float64 inputs compute in float64 throughout (under x64).
+    "float64": (2, jnp.float64, 1e-12, 1e-13, 1e-11, 1e-12),
+    # bf16 hidden states and unembedding: the products are exact in float32 and summed in
+    # float32, so the value equals the float64 computation on the rounded inputs to
+    # float32 accuracy; the gradients come back in bf16 (their rounding is the error).
+    "bfloat16": (3, jnp.float32, 2e-6, 2e-6, 2.0**-8, 2.0**-8),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPE_CASES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_float64_inputs_compute_in_float64(kind, x64):
-    args, y = inputs(kind, 2)
-    args = tuple(a.astype(jnp.float64) for a in args)
+def test_float64_and_bfloat16_inputs(kind, dtype, request):
+    """Values and gradients against the float64 materialised computation on the same
+    (rounded) inputs, in each input dtype's own accuracy (DTYPE_CASES)."""
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    seed, value_dtype, rtol, atol, grad_rtol, grad_atol = DTYPE_CASES[dtype]
+    args, y = inputs(kind, seed, jnp.dtype(dtype))
     value = ours(kind, args, y, **BLOCKS)
     grads = jax.grad(lambda *a: ours(kind, a, y, **BLOCKS).sum(),
                      argnums=tuple(range(len(args))))(*args)
     ref = oracle(kind, *args[:2], y=y, h_ref=args[2] if kind == "kl" else None,
                  w_ref=args[3] if kind == "kl" else None)
-    assert value.dtype == jnp.float64
-    np.testing.assert_allclose(np.asarray(value), ref[0], rtol=1e-12, atol=1e-13)
+    assert value.dtype == value_dtype
+    np.testing.assert_allclose(np.asarray(value), ref[0], rtol=rtol, atol=atol)
     for got, want in zip(grads, ref[1], strict=True):
-        assert got.dtype == jnp.float64
-        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-11,
-                                   atol=1e-12 * np.abs(want).max())
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_bfloat16_inputs_are_exact_in_float32(kind):
-    """bf16 hidden states and unembedding: the products are exact in float32 and summed
-    in float32, so the result equals the float64 computation on the rounded inputs to
-    float32 accuracy; the gradients come back in bf16 (their rounding is the error)."""
-    args, y = inputs(kind, 3, jnp.bfloat16)
-    value = ours(kind, args, y, **BLOCKS)
-    grads = jax.grad(lambda *a: ours(kind, a, y, **BLOCKS).sum(),
-                     argnums=tuple(range(len(args))))(*args)
-    ref = oracle(kind, *args[:2], y=y, h_ref=args[2] if kind == "kl" else None,
-                 w_ref=args[3] if kind == "kl" else None)
-    assert value.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(value), ref[0], rtol=2e-6, atol=2e-6)
-    for got, want in zip(grads, ref[1], strict=True):
-        assert got.dtype == jnp.bfloat16
-        np.testing.assert_allclose(f64(got), want, rtol=2**-8, atol=2**-8 * np.abs(want).max())
+        assert got.dtype == jnp.dtype(dtype)
+        np.testing.assert_allclose(np.asarray(got).astype(np.float64), want, rtol=grad_rtol,
+                                   atol=grad_atol * np.abs(want).max())
 
 
 @pytest.mark.parametrize("kind", KINDS)
