@@ -70,6 +70,21 @@ def _scan(step, carry, key, steps):
     return jax.lax.scan(step, carry, jax.random.split(key, steps))
 
 
+def _optax_scan(loss, params, optimizer, key, steps, has_aux=False):
+    """``steps`` optimiser updates of ``params`` on ``loss(params, k)``, one key per step;
+    returns the final params and the loss of each step (its auxiliary value with
+    ``has_aux``, which is how jaxkl's ``make_loss`` reports it)."""
+
+    def step(carry, k):
+        params, state = carry
+        out, grads = jax.value_and_grad(loss, has_aux=has_aux)(params, k)
+        updates, state = optimizer.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), out[1] if has_aux else out
+
+    (params, _), losses = _scan(step, (params, optimizer.init(params)), key, steps)
+    return params, losses
+
+
 # Every contender: fn(d, key, m0) -> (m, rho, losses[steps]).
 
 
@@ -87,15 +102,8 @@ def make_jaxkl_fit(steps, samples, optimizer):
 def make_jaxkl_bare(steps, samples, optimizer):
     def run(d, key, m0):
         loss = make_loss(jaxkl_target(d), FAMILY, divergence="reverse_kl", num_samples=samples)
-        params = {"loc": m0, "raw_scale": jnp.zeros_like(m0)}
-
-        def step(carry, k):
-            params, state = carry
-            (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params, k)
-            updates, state = optimizer.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-
-        (params, _), losses = _scan(step, (params, optimizer.init(params)), key, steps)
+        params, losses = _optax_scan(loss, {"loc": m0, "raw_scale": jnp.zeros_like(m0)},
+                                     optimizer, key, steps, has_aux=True)
         return params["loc"], params["raw_scale"], losses
 
     return run
@@ -110,15 +118,8 @@ def make_floor(steps, samples, optimizer):
         return jnp.mean(log_q - jnp_log_p(x, d))
 
     def run(d, key, m0):
-        params = (m0, jnp.zeros_like(m0))
-
-        def step(carry, k):
-            params, state = carry
-            value, grads = jax.value_and_grad(loss)(params, k, d)
-            updates, state = optimizer.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-
-        (params, _), losses = _scan(step, (params, optimizer.init(params)), key, steps)
+        params, losses = _optax_scan(lambda params, k: loss(params, k, d),
+                                     (m0, jnp.zeros_like(m0)), optimizer, key, steps)
         return params[0], params[1], losses
 
     return run
@@ -158,15 +159,7 @@ def make_tfp(steps, samples, optimizer):
             return tfp.vi.monte_carlo_variational_loss(p.log_prob, q, sample_size=samples,
                                                        seed=k)
 
-        params = (m0, jnp.zeros_like(m0))
-
-        def step(carry, k):
-            params, state = carry
-            value, grads = jax.value_and_grad(loss)(params, k)
-            updates, state = optimizer.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-
-        (params, _), losses = _scan(step, (params, optimizer.init(params)), key, steps)
+        params, losses = _optax_scan(loss, (m0, jnp.zeros_like(m0)), optimizer, key, steps)
         return params[0], params[1], losses
 
     return run
