@@ -97,8 +97,8 @@ def main() -> None:
         np.asarray(compiled["full_kl forward"](z, w))[sample],
         np.asarray(jax.jit(naive_full_kl)(z[sample], w[sample])), rtol=1e-5)
 
-    timed = ["full_kl forward", "one-block row loop", "chunked forward", "fused read", "exp pass", "exp pass per row",
-             "full_kl forward+backward", "fused read+write"]
+    timed = ["full_kl forward", "one-block row loop", "chunked forward", "fused read",
+             "exp pass", "exp pass per row", "full_kl forward+backward", "fused read+write"]
     if not args.skip_naive_timing:
         timed += ["naive forward", "naive forward+backward"]
     t = interleaved_medians(

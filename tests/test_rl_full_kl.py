@@ -347,7 +347,7 @@ def test_no_tokens(shape, dtype):
     for chunk_size in (None, 2):
         got = rl.full_kl(z, z, chunk_size=chunk_size)
         assert got.shape == shape[:-1] and got.dtype == jnp.float32
-        grads = jax.grad(lambda a, b: rl.full_kl(a, b, chunk_size=chunk_size).sum(),
+        grads = jax.grad(lambda a, b, c=chunk_size: rl.full_kl(a, b, chunk_size=c).sum(),
                          argnums=(0, 1))(z, z)
         assert all(g.shape == shape and g.dtype == dtype for g in grads)
 
