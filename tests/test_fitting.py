@@ -522,9 +522,12 @@ def test_bad_inputs_raise_clear_errors():
         fit(p, family, divergence="reverse_kl", optimizer="adam", **common)
     with pytest.raises(ValueError, match="init_params"):
         fit(p, family, divergence="reverse_kl", init_params={"loc": 0.0}, **common)
-    with pytest.raises(ValueError, match="init_params"):
+    with pytest.raises(ValueError, match=r"`init_params\['loc'\]` has shape \(2,\)"):
         fit(p, family, divergence="reverse_kl",
             init_params={"loc": jnp.zeros(2), "raw_scale": jnp.zeros(())}, **common)
+    with pytest.raises(TypeError, match=r"`init_params\['raw_scale'\]` must be floating"):
+        fit(p, family, divergence="reverse_kl",
+            init_params={"loc": jnp.zeros(()), "raw_scale": jnp.zeros((), jnp.int32)}, **common)
     with pytest.raises(ValueError, match="init_params"):
         fit_multistart(p, family, key=common["key"], num_starts=3,
                        options=FitOptions(divergence="reverse_kl", num_steps=10, num_samples=8),

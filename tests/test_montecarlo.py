@@ -239,3 +239,21 @@ def test_relative_error_interval_covers_truth_for_unbiased_estimators():
         assert float(rel.low) <= 0.0 <= float(rel.high), name
     rel_k2 = jaxkl.relative_error(res["k2"], 0.5)
     assert float(rel_k2.low) <= 0.25 <= float(rel_k2.high)
+
+
+def test_is_pytree_cache_follows_registration():
+    """is_pytree caches only 'yes' per type: a type registered after a first call is a
+    pytree at the next one, and leaves (arrays, callables) are never cached as nodes."""
+    is_pytree = engine.is_pytree
+
+    class Box:
+        def __init__(self, value):
+            self.value = value
+
+    box = Box(jnp.ones(2))
+    assert not is_pytree(box)
+    jax.tree_util.register_pytree_node(Box, lambda b: ((b.value,), None),
+                                       lambda _, children: Box(*children))
+    assert is_pytree(box) and is_pytree(Box(jnp.zeros(3)))
+    assert not is_pytree(jnp.ones(3)) and not is_pytree(lambda x: x)
+    assert is_pytree(distrax.Normal(0.0, 1.0))

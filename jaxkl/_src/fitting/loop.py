@@ -110,40 +110,47 @@ def default_optimizer(num_steps: int, learning_rate: float = 0.05) -> optax.Grad
 
 
 @functools.lru_cache(maxsize=256)
-def _param_shapes(family: Family, key: jax.ShapeDtypeStruct):
-    """``family.init``'s output shapes, traced once per family and key type (an
-    ``eval_shape`` per call cost fit ~3 ms of Python, as much as a 2000-step 1-D fit)."""
-    return jax.eval_shape(family.init, key)
+def _param_leaves(family: Family, key_shape: tuple[int, ...], key_dtype):
+    """``family.init``'s output structure and leaf shapes, traced once per family and key
+    type (an ``eval_shape`` per call cost fit ~3 ms of Python, as much as a 2000-step 1-D
+    fit)."""
+    expected = jax.eval_shape(family.init, jax.ShapeDtypeStruct(key_shape, key_dtype))
+    leaves, treedef = jax.tree.flatten(expected)
+    return treedef, tuple(leaf.shape for leaf in leaves)
 
 
-def check_init_params(init_params, family: Family, key) -> Params:
+def check_init_params(init_params, family: Family, key: jax.Array) -> Params:
     """``init_params`` checked against ``family`` (structure, shapes, finite floats), in
-    float32 at least."""
-    expected = _param_shapes(family, jax.ShapeDtypeStruct(jnp.shape(key), jnp.result_type(key)))
-    if jax.tree.structure(init_params) != jax.tree.structure(expected):
+    float32 at least; ``key`` is a checked key (:func:`check_key`).
+
+    Runs on every plain ``fit`` call, so it reads dtypes from the arrays and builds the
+    leaves' paths only for an error message (~20 us of Python instead of ~75 us).
+    """
+    treedef, shapes = _param_leaves(family, key.shape, key.dtype)
+    leaves, given = jax.tree.flatten(init_params)
+    if given != treedef:
         raise ValueError(
             f"`init_params` must have the structure of {family.name}'s parameters "
-            f"{jax.tree.structure(expected)}, got {jax.tree.structure(init_params)}."
+            f"{treedef}, got {given}."
         )
-    for (path, x), want in zip(
-        jax.tree_util.tree_leaves_with_path(init_params), jax.tree.leaves(expected), strict=True
-    ):
-        if jnp.shape(x) != want.shape:
-            raise ValueError(
-                f"`init_params{jax.tree_util.keystr(path)}` has shape {jnp.shape(x)}; "
-                f"{family.name} expects {want.shape}."
-            )
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(f"`init_params{jax.tree_util.keystr(path)}` must be floating.")
+
+    def name(i):
+        path, _ = jax.tree_util.tree_flatten_with_path(init_params)[0][i]
+        return f"init_params{jax.tree_util.keystr(path)}"
+
+    for i, (x, want) in enumerate(zip(leaves, shapes, strict=True)):
+        if jnp.shape(x) != want:
+            raise ValueError(f"`{name(i)}` has shape {jnp.shape(x)}; {family.name} expects {want}.")
+        dtype = x.dtype if isinstance(x, jax.Array) else jnp.result_type(x)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"`{name(i)}` must be floating.")
         # A non-finite start would make every step non-finite, so every step would be
         # skipped and the "fitted" parameters would be the non-finite start. Traced values
         # (under vmap/jit) cannot be inspected.
         value = concrete_value(x)
-        if value is not None and not np.all(np.isfinite(value)):
-            raise ValueError(
-                f"`init_params{jax.tree_util.keystr(path)}` must be finite, got {value}."
-            )
-    return jax.tree.map(_as_compute_array, init_params)
+        if value is not None and not np.isfinite(value).all():
+            raise ValueError(f"`{name(i)}` must be finite, got {value}.")
+    return jax.tree.unflatten(treedef, [_as_compute_array(x) for x in leaves])
 
 
 def _as_compute_array(x) -> Array:
