@@ -22,8 +22,9 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], reps: int,
     that load drifts on a shared machine hit every contender alike.
 
     Round ``r`` starts at the ``r``-th candidate (a rotation), so that no contender always
-    runs right after the same neighbour: a call that follows a heavy program can pay for
-    its left-over threads and evicted caches (measured on jaxkl.fit, issue 18.2).
+    runs right after the same neighbour. What a call finds depends on what ran before it:
+    on this 2-core machine the Python part of a plain ``jaxkl.fit`` call took 1.1 ms right
+    after another fit and 3.1 ms after a further 20 ms sleep (BENCHMARKS.md, issue 18.2).
     """
     if warmup:
         for fn in candidates.values():
