@@ -1,4 +1,4 @@
 """jaxkl's version, in one place: pyproject.toml reads it (``tool.setuptools.dynamic``)
 and :data:`jaxkl.__version__` re-exports it."""
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
