@@ -257,3 +257,19 @@ def test_is_pytree_cache_follows_registration():
     assert is_pytree(box) and is_pytree(Box(jnp.zeros(3)))
     assert not is_pytree(jnp.ones(3)) and not is_pytree(lambda x: x)
     assert is_pytree(distrax.Normal(0.0, 1.0))
+
+
+def test_results_keep_the_requested_order():
+    """The result's keys follow `estimators` (a dict leaves jit with sorted keys), on one
+    device and through the sharded front-end."""
+    q, p = distrax.Normal(0.1, 1.0), distrax.Normal(0.0, 1.0)
+    names = ("k3", "cv*", "k1", "forward_kl")
+    got = jaxkl.estimate(q, p, key=jax.random.key(0), num_samples=1000, estimators=names)
+    assert tuple(got) == names
+    mesh = jax.make_mesh((1,), ("d",))
+    got = jaxkl.sharding.estimate_sharded(q, p, key=jax.random.key(0), num_samples=1000,
+                                          estimators=names, mesh=mesh)
+    assert tuple(got) == names
+    named = jaxkl.estimate(q, p, key=jax.random.key(0), num_samples=1000,
+                           estimators={"b": jaxkl.k3, "a": jaxkl.k1})
+    assert tuple(named) == ("b", "a")

@@ -321,8 +321,10 @@ def summarize(moments: stats.Moments, plan: SamplingPlan) -> dict[str, stats.Sta
     added 20-30 ms to a 120 ms ``estimate`` of 1e7 samples on a 2-core CPU
     (scripts/bench_estimate.py, BENCHMARKS.md).
     """
-    return _summarize(moments, names=plan.names, slots=plan.slots,
-                      num_features=len(plan.features))
+    out = _summarize(moments, names=plan.names, slots=plan.slots,
+                     num_features=len(plan.features))
+    # A dict comes out of jit with sorted keys; the result keeps the caller's order.
+    return {name: out[name] for name in plan.names}
 
 
 @functools.partial(jax.jit, static_argnames=("names", "slots", "num_features"))
