@@ -66,6 +66,34 @@ def test_float_mask_is_a_validity_mask():
     )
 
 
+@pytest.mark.parametrize("bad", [0.5, -1.0, 2.0, np.nan])
+def test_a_concrete_mask_other_than_0_1_raises(bad):
+    """verl's masked_mean weights by a fractional mask, jaxkl counts nonzero as valid:
+    rather than differ silently, every public function rejects such a concrete mask."""
+    values = jnp.arange(6.0).reshape(2, 3)
+    mask = np.array([[1.0, bad, 0.0], [1.0, 1.0, 1.0]], np.float32)
+    match = r"`mask` must hold only 0 and 1"
+    with pytest.raises(ValueError, match=match):
+        rl.aggregate(values, mask)
+    with pytest.raises(ValueError, match=match):
+        rl.token_kl(values, values, mask=mask)
+    with pytest.raises(ValueError, match=match):
+        rl.grpo_loss(values, values, jnp.zeros(2), mask)
+    with pytest.raises(ValueError, match=match):
+        rl.full_kl(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 4)), mask=mask)
+    with pytest.raises(TypeError, match="real numeric"):
+        rl.aggregate(values, mask.astype(np.complex64))
+    # Integer 0/1 masks (verl's attention masks) and bool masks are accepted; under jit
+    # the values are unknown and nonzero counts as valid, as documented.
+    ok = np.array([[1, 1, 0], [1, 1, 1]], np.int32)
+    np.testing.assert_allclose(float(rl.aggregate(values, ok)),
+                               float(rl.aggregate(values, ok.astype(bool))), rtol=0)
+    traced_mask = np.nan_to_num(mask, nan=3.0)
+    traced = jax.jit(rl.aggregate)(values, traced_mask)
+    np.testing.assert_allclose(float(traced), float(rl.aggregate(values, traced_mask != 0)),
+                               rtol=1e-6)
+
+
 @pytest.mark.parametrize("mode", rl.MODES)
 def test_masked_inf_and_nan_do_not_leak(mode):
     values, mask = random_problem(3)

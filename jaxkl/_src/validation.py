@@ -235,24 +235,42 @@ def check_clip(value, name: str) -> float | None:
 
 
 def check_mask(mask, shape, name: str = "mask") -> jax.Array:
-    """Returns ``mask != 0`` as a bool array, raising unless it has exactly ``shape``."""
+    """Returns ``mask != 0`` as a bool array, raising unless it has exactly ``shape``.
+
+    A mask selects tokens: bool, or real numbers holding only 0 and 1. A concrete mask
+    with any other value (a fractional weight, -1, NaN) raises ``ValueError``: verl's
+    ``masked_mean`` would weight by it, jaxkl would count it as 1, so it is never taken
+    silently. Under a trace the values are unknown and nonzero counts as valid.
+    """
     if mask is None:
         raise TypeError(f"`{name}` must be a boolean or numeric array of shape "
                         f"{tuple(shape)}, got None.")
     dtype = getattr(mask, "dtype", None)
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.bool_) and not jnp.issubdtype(
-        dtype, jnp.number
-    ):
-        raise TypeError(f"`{name}` must be boolean or numeric, got {dtype}.")
+    if dtype is not None and not _is_mask_dtype(dtype):
+        raise TypeError(f"`{name}` must be boolean or real numeric, got {dtype}.")
     try:
         mask = jnp.asarray(mask)
     except (TypeError, ValueError) as e:
         raise TypeError(f"`{name}` must be a boolean or numeric array.") from e
     if mask.shape != tuple(shape):
         raise ValueError(f"`{name}` has shape {mask.shape} but must have shape {tuple(shape)}.")
-    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
-        raise TypeError(f"`{name}` must be boolean or numeric, got {mask.dtype}.")
-    return mask if mask.dtype == jnp.bool_ else mask != 0
+    if not _is_mask_dtype(mask.dtype):
+        raise TypeError(f"`{name}` must be boolean or real numeric, got {mask.dtype}.")
+    if mask.dtype == jnp.bool_:
+        return mask
+    values = concrete_value(mask)
+    if values is not None and not np.isin(values, (0, 1)).all():
+        bad = values[~np.isin(values, (0, 1))].flat[0]
+        raise ValueError(
+            f"`{name}` must hold only 0 and 1 (or be boolean), got {bad}; a mask selects "
+            "tokens, it does not weight them."
+        )
+    return mask != 0
+
+
+def _is_mask_dtype(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.bool_) or (jnp.issubdtype(dtype, jnp.number)
+                                               and not jnp.issubdtype(dtype, jnp.complexfloating))
 
 
 def check_non_negative_number(value, name: str) -> float:

@@ -204,7 +204,9 @@ def aggregate(
     Args:
       values: per-token values ``[..., T]`` (rank >= 1), float dtype; leading axes index
         sequences.
-      mask: bool or 0/1 array of the same shape (nonzero = valid).
+      mask: bool, or numbers holding only 0 and 1, of the same shape (a concrete mask
+        with other values, e.g. fractional weights, raises ValueError; under jit nonzero
+        counts as valid).
       mode: one of ``"token-mean"``, ``"token-sum"``, ``"seq-mean-token-sum"``,
         ``"seq-mean-token-mean"``, ``"seq-mean-token-sum-norm"``.
       normalizer: the constant for ``"seq-mean-token-sum-norm"`` (default ``T``, the
@@ -216,9 +218,10 @@ def aggregate(
       A scalar in float32 (float64 for f64 values).
 
     Raises:
-      TypeError, ValueError: non-float ``values``, a mask of another shape, an unknown
-        ``mode``, a non-positive ``normalizer`` or ``global_count``, or either one with a
-        mode that does not use it.
+      TypeError, ValueError: non-float ``values``, a mask of another shape or (concrete)
+        with values other than 0 and 1, an unknown ``mode``, a non-positive
+        ``normalizer`` or ``global_count``, or either one with a mode that does not use
+        it.
 
     Example:
       >>> import jax.numpy as jnp

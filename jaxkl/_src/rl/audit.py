@@ -179,7 +179,8 @@ def token_surrogate(
         this).
       ref_logprobs: ``log pi_ref(y_t)``, same shape.
       old_logprobs: ``log pi_old(y_t)`` of the sampling policy, same shape.
-      mask: optional bool/0-1 array of the same shape.
+      mask: optional bool/0-1 array of the same shape (other concrete values raise
+        ValueError).
 
     Returns:
       Per-token surrogates, shape of ``logprobs``, float32 (float64 for f64 inputs).

@@ -418,7 +418,8 @@ def full_kl(
     Args:
       logits: policy logits ``[..., V]``, float dtype (bf16 is fine).
       ref_logits: reference logits, same shape.
-      mask: optional bool/0-1 array of shape ``logits.shape[:-1]``; masked tokens give 0
+      mask: optional bool/0-1 array of shape ``logits.shape[:-1]`` (other concrete values
+        raise ValueError); masked tokens give 0
         with zero gradient, whatever their logits hold.
       chunk_size: vocabulary entries per streamed chunk of the forward pass (a static
         positive int), or ``None`` (default): one row at a time on CPU, chunks of

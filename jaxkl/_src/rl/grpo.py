@@ -382,7 +382,8 @@ def grpo_loss(
         ``None`` on-policy: then ``stop_gradient(logprobs)`` (ratio 1 with the policy
         gradient's value), as TRL and tunix do with one update per batch.
       advantages: per-sequence ``[...]`` (e.g. :func:`group_advantages`) or per-token.
-      mask: bool/0-1 ``[..., T]`` of valid response tokens.
+      mask: bool/0-1 ``[..., T]`` of valid response tokens (a concrete mask with other
+        values, e.g. fractional weights, raises ValueError; under jit nonzero is valid).
       ref_logprobs: ``log pi_ref(y_t)``; required when ``kl_coef`` is not 0 (except with
         the estimator ``"full"``, which does not use it).
       logits: the policy's logits ``[..., T, V]`` (already divided by the sampling

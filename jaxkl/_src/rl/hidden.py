@@ -706,7 +706,8 @@ def full_kl_from_hidden(
       unembedding: policy LM head ``[D, V]`` (``"dv"``) or ``[V, D]`` (``"vd"``).
       ref_hidden: reference hidden states ``[..., D_ref]``, the batch shape of ``hidden``.
       ref_unembedding: reference LM head ``[D_ref, V]`` or ``[V, D_ref]``.
-      mask: optional bool/0-1 array of shape ``hidden.shape[:-1]``; masked tokens give 0
+      mask: optional bool/0-1 array of shape ``hidden.shape[:-1]`` (other concrete values
+        raise ValueError); masked tokens give 0
         with zero gradient.
       temperature: ``tau``, applied to both models' logits (static).
       unembedding_layout: ``"dv"`` (default) or ``"vd"``, for both unembeddings.
