@@ -1,5 +1,8 @@
-"""The README's Python examples run as written (they are part of the documentation)."""
+"""The README's Python examples run as written (they are part of the documentation), and
+print what their ``# prints:`` comments say."""
 
+import contextlib
+import io
 import pathlib
 import re
 
@@ -16,4 +19,15 @@ def test_readme_has_a_runnable_quick_start():
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[f"block{i}" for i in range(len(RUNNABLE))])
 def test_readme_block_runs(block):
-    exec(compile(block, str(README), "exec"), {})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, str(README), "exec"), {})
+    # Every `# prints: X` comment, in order, is one printed line (no more, no fewer).
+    assert out.getvalue().splitlines() == re.findall(r"# prints: (.*)", block)
+
+
+def test_the_rl_example_is_runnable():
+    # The jaxkl.rl example once raised as written (a [B, T-1] mask against [B, T] logits):
+    # it was not marked # runnable, so no test executed it.
+    assert any("rl.full_kl_from_hidden(" in block for block in RUNNABLE)
+    assert all("# prints:" in block for block in RUNNABLE)

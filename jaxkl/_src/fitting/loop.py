@@ -263,8 +263,12 @@ def fit(
       t: for ``"t_power"`` (a finite Python number).
 
     Returns:
-      A :class:`FitResult` with ``params``, ``.q``, ``losses`` and
-      ``num_nonfinite_steps``.
+      A :class:`FitResult`: the fields ``params`` (the fitted unconstrained
+      parameters), ``losses`` (the ``(num_steps,)`` objective estimates),
+      ``num_nonfinite_steps`` (the steps skipped for a non-finite loss, gradient or
+      update) and ``family``, and the properties ``.q`` (the fitted distribution
+      ``family.distribution(params)``) and ``.finite`` (True when no step was skipped:
+      ``num_nonfinite_steps == 0``).
 
     Raises:
       ValueError, TypeError: bad divergence name, shapes, key, optimizer or parameters;

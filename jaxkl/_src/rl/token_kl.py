@@ -357,12 +357,22 @@ def token_kl(
     Args:
       logprobs: ``log pi(y_t)`` at the sampled tokens; any shape, float dtype (bf16 ok).
       ref_logprobs: ``log pi_ref(y_t)``, same shape.
-      estimator: ``"k1"``, ``"k2"``, ``"k3"`` or ``"abs"``.
+      estimator: ``"k1"``, ``"k2"``, ``"k3"`` or ``"abs"``, or a peer's name for one
+        (verl's, tunix's): ``"kl"`` is k1,
+        ``"mse"`` (verl) and ``"mse_kl"`` (tunix) are k2, ``"low_var_kl"`` is k3 (the
+        value clamp verl applies to it is not implied: pass ``value_clip=10``). Any of
+        these names followed by ``+`` (verl's ``"k3+"``, ``"low_var_kl+"``) is that
+        estimator with ``gradient="straight_through"`` (k2's gradient, the estimator's
+        value); combined with ``gradient="importance_weighted"`` it raises
+        ``ValueError``. ``"full"`` (verl's exact KL over the vocabulary) raises
+        ``ValueError`` pointing to :func:`jaxkl.rl.full_kl`, which needs the logits.
       gradient: ``"natural"``, ``"straight_through"`` or ``"importance_weighted"``.
       old_logprobs: ``log pi_old(y_t)`` of the policy that sampled the tokens, same
         shape; only with ``gradient="importance_weighted"`` (default: on-policy).
-      mask: optional bool/0-1 array of the same shape; masked tokens give 0 with zero
-        gradient even when their log-probabilities are ``-inf`` or NaN.
+      mask: optional array of the same shape, bool, or numeric holding only 0 and 1 (a
+        concrete mask with other values, e.g. fractional weights, raises ValueError;
+        under jit nonzero counts as valid); masked tokens give 0 with zero gradient even
+        when their log-probabilities are ``-inf`` or NaN.
       log_ratio_clip: symmetric bound on log-ratios before ``exp``, or ``None``.
       value_clip: symmetric bound on the returned value, or ``None``.
 
@@ -463,9 +473,14 @@ def kl_penalized_rewards(
       scores: sequence-level rewards, shape ``mask.shape[:-1]``.
       logprobs: ``log pi(y_t)`` of the sampling policy, shape ``[..., T]``.
       ref_logprobs: ``log pi_ref(y_t)``, same shape.
-      mask: bool/0-1 array ``[..., T]`` of valid tokens.
+      mask: ``[..., T]``, the valid tokens: bool, or numeric holding only 0 and 1 (a
+        concrete mask with other values, e.g. fractional weights, raises ValueError;
+        under jit nonzero counts as valid).
       kl_coef: the KL coefficient ``beta`` (a scalar, may be traced).
-      estimator: per-token estimator, k1 (default, the unbiased reverse-KL gradient).
+      estimator: per-token estimator, k1 (default, the unbiased reverse-KL gradient);
+        any name :func:`token_kl` accepts (``"kl"``, ``"mse"``, ``"low_var_kl"``, ...)
+        except the ``+`` forms, which name a gradient option and raise ``ValueError``
+        (rewards carry no gradient).
       log_ratio_clip: bound on ``l``, ``None`` (off) or ``"auto"`` (the default): off for
         the estimators that never exponentiate (k1, k2, abs), so that k1's penalty sums
         to ``log pi(y) - log pi_ref(y)`` exactly, and :data:`DEFAULT_LOG_RATIO_CLIP` for
@@ -551,7 +566,9 @@ def kl_penalty_to_go(
     Args:
       logprobs: ``log pi(y_t)`` of the sampling policy, ``[..., T]`` (rank >= 1).
       ref_logprobs: ``log pi_ref(y_t)``, same shape.
-      mask: bool/0-1 ``[..., T]`` of valid tokens.
+      mask: ``[..., T]``, the valid tokens: bool, or numeric holding only 0 and 1 (a
+        concrete mask with other values, e.g. fractional weights, raises ValueError;
+        under jit nonzero counts as valid).
       kl_coef: ``beta`` (a scalar, may be traced).
       estimator, log_ratio_clip, value_clip: as in :func:`kl_penalized_rewards`.
 
