@@ -525,6 +525,8 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"`init_params\['loc'\]` has shape \(2,\)"):
         fit(p, family, divergence="reverse_kl",
             init_params={"loc": jnp.zeros(2), "raw_scale": jnp.zeros(())}, **common)
+    with pytest.raises(ValueError, match="`p` has scale -1.0: it must be positive"):
+        fit(distrax.Normal(0.0, -1.0), family, divergence="reverse_kl", **common)
     with pytest.raises(TypeError, match=r"`init_params\['raw_scale'\]` must be floating"):
         fit(p, family, divergence="reverse_kl",
             init_params={"loc": jnp.zeros(()), "raw_scale": jnp.zeros((), jnp.int32)}, **common)

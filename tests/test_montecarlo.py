@@ -222,6 +222,12 @@ def test_peak_memory_does_not_grow_with_num_samples():
         ({"num_samples": 10, "q": object()}, TypeError, "`q`"),
         ({"num_samples": 10, "p": jnp.ones(3)}, TypeError, "`p`"),
         ({"num_samples": 10, "p": distrax.Normal(jnp.zeros(2), 1.0)}, ValueError, "batch shape"),
+        # Invalid concrete parameters gave NaN statistics; reference_kl already raised.
+        ({"num_samples": 10, "q": distrax.Normal(0.0, -1.0)}, ValueError, "`q` has scale"),
+        ({"num_samples": 10, "q": distrax.Normal(jnp.nan, 1.0)}, ValueError, "`q` has a non-"),
+        ({"num_samples": 10, "p": distrax.Normal(0.0, 0.0)}, ValueError, "`p` has scale"),
+        ({"num_samples": 10, "p": distrax.MultivariateNormalDiag(jnp.zeros(2))}, ValueError,
+         r"`q` has event shape \(\) but `p` has event shape \(2,\)"),
     ],
 )
 def test_bad_input_raises_clear_errors(kwargs, error, match):
@@ -273,3 +279,14 @@ def test_results_keep_the_requested_order():
     named = jaxkl.estimate(q, p, key=jax.random.key(0), num_samples=1000,
                            estimators={"b": jaxkl.k3, "a": jaxkl.k1})
     assert tuple(named) == ("b", "a")
+
+
+def test_traced_num_samples_and_parameters():
+    """A traced sample count is a clear TypeError (it fixes the loop); traced parameters
+    cannot be checked and are estimated as given."""
+    q, p = distrax.Normal(0.0, 1.0), distrax.Normal(1.0, 1.0)
+    with pytest.raises(TypeError, match="`num_samples` must be a Python int, not a traced"):
+        jax.jit(lambda n: jaxkl.estimate(q, p, key=KEY, num_samples=n))(100)
+    mean = jax.jit(lambda s: jaxkl.estimate(distrax.Normal(0.0, s), p, key=KEY,
+                                            num_samples=10_000)["k1"].mean)(1.0)
+    np.testing.assert_allclose(float(mean), 0.5, atol=0.05)  # KL(N(0,1)||N(1,1)) = 0.5

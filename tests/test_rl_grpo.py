@@ -136,6 +136,9 @@ def test_grpo_loss_without_kl_and_errors():
     np.testing.assert_allclose(float(loss), float(metrics.policy_loss), rtol=1e-6)
     with pytest.raises(ValueError, match="`ref_logprobs`"):
         rl.grpo_loss(logp, old, adv, mask, kl_coef=0.1)
+    # A traced coefficient may be nonzero: the message says why a traced 0 still asks.
+    with pytest.raises(ValueError, match="a traced `kl_coef`"):
+        jax.jit(lambda b: rl.grpo_loss(logp, old, adv, mask, kl_coef=b)[0])(0.0)
     with pytest.raises(ValueError, match="`advantages`"):
         rl.grpo_loss(logp, old, adv[:2], mask)
     with pytest.raises(ValueError, match="`mask`"):

@@ -15,6 +15,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxkl._src import numerics
+from jaxkl._src.distributions.checks import check_parameters
 from jaxkl._src.distributions.families import Family, Params
 from jaxkl._src.estimators import divergences
 from jaxkl._src.estimators.kl import KL_KERNELS
@@ -115,6 +116,9 @@ def _check_target(p, family: Family, divergence: str) -> None:
                 f"`p` must be a single distribution (batch shape ()), got batch shape "
                 f"{tuple(p.batch_shape)}; to fit a batch of targets, jax.vmap over them."
             )
+        # A negative scale or a NaN location would make every step non-finite (all
+        # skipped): checked like reference_kl's, when the parameters are concrete.
+        check_parameters(p, "p")
         return
     probe = jax.ShapeDtypeStruct((2, *family.event_shape), jnp.float32)
     out = jax.eval_shape(log_density, probe)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkl._src import stats, vocabulary
+from jaxkl._src.distributions.checks import check_parameters
 from jaxkl._src.estimators.divergences import F_DIVERGENCES, PARAMETERS, f_divergence_fn
 from jaxkl._src.estimators.kl import KL_KERNELS, cv_coefficient
 from jaxkl._src.validation import check_positive_int, compute_dtype, third_party_promotion
@@ -132,17 +133,42 @@ def _check_distribution(d, name: str, need_sample: bool) -> None:
         )
 
 
+def _check_shapes(q, p) -> None:
+    """Single distributions (batch shape ``()``) with equal event shapes, when they say."""
+    for d, name in ((q, "q"), (p, "p")):
+        batch = getattr(d, "batch_shape", ())
+        if tuple(batch) != ():
+            raise ValueError(f"`{name}` must be a single distribution (batch shape ()), got "
+                             f"batch shape {tuple(batch)}; vmap estimate over a batch.")
+    q_event, p_event = getattr(q, "event_shape", None), getattr(p, "event_shape", None)
+    if q_event is not None and p_event is not None and tuple(q_event) != tuple(p_event):
+        raise ValueError(f"`q` has event shape {tuple(q_event)} but `p` has event shape "
+                         f"{tuple(p_event)}: p must be a density on q's samples.")
+
+
 def make_plan(q, p, *, num_samples, estimators, chunk_size, alpha=None,
               t=None) -> SamplingPlan:
     """Validates a Monte Carlo request (the public edge of every front-end).
 
     Raises:
       TypeError: ``q``/``p`` lack the distrax methods, or a count is not an integer.
-      ValueError: unknown or duplicate estimator names, a missing or stray parameter, or
-        ``num_samples`` beyond the index range of this mode.
+      ValueError: unknown or duplicate estimator names, a missing or stray parameter,
+        ``num_samples`` beyond the index range of this mode, batched distributions,
+        differing event shapes, or invalid concrete distribution parameters.
     """
     _check_distribution(q, "q", need_sample=True)
     _check_distribution(p, "p", need_sample=False)
+    _check_shapes(q, p)
+    # A negative scale or a NaN location would stream NaN moments; concrete parameters
+    # are checked as reference_kl checks them (traced ones cannot be).
+    check_parameters(q, "q")
+    check_parameters(p, "p")
+    if isinstance(num_samples, jax.core.Tracer):
+        raise TypeError(
+            "`num_samples` must be a Python int, not a traced value: it fixes the number of "
+            "chunks streamed. Under jit, close over it (a new count does not recompile "
+            "estimate's own loop)."
+        )
     num_samples = check_positive_int(num_samples, "num_samples")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     limit = np.iinfo(np.int64 if jax.config.jax_enable_x64 else np.int32).max

@@ -58,7 +58,10 @@ def estimate(
         reproducible for the same key, with other sample values (and, for
         ``unsafe_rbg``, weaker guarantees for split keys). Whether it is faster depends
         on the backend: on CPU it was not consistently (BENCHMARKS.md).
-      num_samples: total number of samples (a positive int; ``1e9`` is fine).
+      num_samples: total number of samples: a positive Python int (an integral float
+        such as ``1e6`` is accepted), not a traced value; ``1e9`` is fine, and without
+        ``jax_enable_x64`` at most ``2**31 - 1 - chunk_size`` (the sample index is
+        int32; more raises ``ValueError`` saying to enable x64).
       estimators: which estimators to compute, all from the same samples.
       chunk_size: samples per chunk (memory is proportional to it).
       mesh: opt-in sharding: a ``jax.sharding.Mesh`` (see :mod:`jaxkl.sharding`) whose
@@ -68,8 +71,17 @@ def estimate(
       t: the exponent of ``"t_power"`` (a finite Python number).
 
     Returns:
-      Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count);
-      ``std`` and ``stderr`` are NaN with one sample (two for ``cv*``).
+      Mapping from estimator name to :class:`jaxkl.Stats` (mean, std, stderr, count), in
+      the order of ``estimators``; ``std`` and ``stderr`` are NaN with one sample (two
+      for ``cv*``).
+
+    Raises:
+      TypeError: ``q``/``p`` lack the distrax methods, ``key`` is not a PRNG key, or
+        ``num_samples`` is not an integer (or is traced).
+      ValueError: unknown or duplicate estimator names, a missing or stray
+        ``alpha``/``t``, a non-positive count, batched distributions, event shapes that
+        differ, or invalid concrete parameters (a non-positive scale, a non-finite
+        location, as :func:`jaxkl.reference_kl` checks them).
 
     ``estimate`` is not differentiable (``jax.grad`` raises a ``TypeError`` that says so);
     for gradients use :func:`jaxkl.fitting.make_loss`.

@@ -7,9 +7,10 @@ import distrax
 import jax
 from jax.typing import ArrayLike
 
+from jaxkl._src.distributions.checks import check_parameters
 from jaxkl._src.distributions.mixtures import is_gaussian_mixture
 from jaxkl._src.reference.analytic import analytic_reference, has_analytic
-from jaxkl._src.reference.inputs import check_parameters, check_tolerances, event_dim
+from jaxkl._src.reference.inputs import check_tolerances, event_dim
 from jaxkl._src.reference.mixture_bounds import bounds_reference
 from jaxkl._src.reference.monte_carlo import check_monte_carlo_samples, monte_carlo_kl
 from jaxkl._src.reference.quadrature import quadrature_kl

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxkl._src import linalg
+from jaxkl._src.distributions.checks import check_parameters
 from jaxkl._src.distributions.mixtures import MixtureParams, named_mixture_params
-from jaxkl._src.reference.inputs import check_parameters, to_float64
+from jaxkl._src.reference.inputs import to_float64
 from jaxkl._src.reference.result import ReferenceKL
 from jaxkl._src.validation import compute_dtype
 

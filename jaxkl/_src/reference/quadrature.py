@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxkl._src.distributions.checks import check_parameters
 from jaxkl._src.distributions.mixtures import is_gaussian_mixture
 from jaxkl._src.reference import cubature
 from jaxkl._src.reference.inputs import (
-    check_parameters,
     check_tolerances,
     event_dim,
     float64_gaussians,
