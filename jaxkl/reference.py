@@ -26,8 +26,13 @@ an error of 0.
 
 Everything here runs eagerly in float64 (the distributions' parameters are converted to
 float64 under ``jax.enable_x64`` locally), whatever the input dtype: these are references
-for tests and experiments, not functions to call inside ``jit``. The exceptions are
-:func:`exact_kl` and :func:`mixture_kl_approximations`, which are pure JAX.
+for tests and experiments, not functions to call inside ``jit``. The conversion starts from
+the stored parameters, so the value and ``error`` are those of the distributions as
+stored: a float32 parameter (JAX's default) is already rounded (``6.001`` is stored as
+``6.000999927``), which can move the KL by far more than ``error``; build the
+distributions with ``jax_enable_x64`` on when the written values are the ones meant.
+The exceptions to the eager float64 rule are :func:`exact_kl` and
+:func:`mixture_kl_approximations`, which are pure JAX.
 """
 
 from jaxkl._src.reference.analytic import exact_kl

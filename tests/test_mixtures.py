@@ -163,6 +163,13 @@ def test_bad_scales_and_shapes_raise():
         mixtures.gaussian_mixture_diag(MEANS, SCALES)
     with pytest.raises(ValueError, match="scales"):
         mixtures.gaussian_mixture_diag(np.zeros((2, 3)), np.zeros((2, 3)))
+    # No component, or components of dimension 0 (an argmax error, or accepted, before).
+    with pytest.raises(ValueError, match="`means` must hold at least one component"):
+        mixtures.gaussian_mixture_1d([], [])
+    with pytest.raises(ValueError, match="of dimension >= 1"):
+        mixtures.gaussian_mixture_diag(np.zeros((1, 0)), np.zeros((1, 0)))
+    with pytest.raises(ValueError, match="at least one component"):
+        mixtures.gaussian_mixture_full(np.zeros((0, 2)), np.zeros((0, 2, 2)))
 
 
 def test_bad_covariances_raise():

@@ -232,3 +232,29 @@ def test_quadrature_tolerance_arguments_are_validated():
         quadrature_kl(q, p, max_cells=0)
     with pytest.raises(TypeError, match="`rtol`"):
         reference_kl(q, p, rtol="tight")
+
+
+def test_value_and_error_are_for_the_stored_parameters():
+    """With float32 parameters (JAX's default) the reference is the KL of the rounded
+    values (README's example): equal to the float64 reference of those rounded values,
+    and far from the float64 reference of the written ones by more than `error`."""
+    means_q, means_p, scales = [0.0, 6.0], [0.0, 6.001], [1.0, 1e-3]
+    got = reference_kl(mixtures.gaussian_mixture_1d(means_q, scales),
+                       mixtures.gaussian_mixture_1d(means_p, scales))
+    with jax.enable_x64(True):
+        def reference(dtype):
+            q = mixtures.gaussian_mixture_1d(np.array(means_q, dtype).astype(np.float64),
+                                             np.array(scales, dtype).astype(np.float64))
+            p = mixtures.gaussian_mixture_1d(np.array(means_p, dtype).astype(np.float64),
+                                             np.array(scales, dtype).astype(np.float64))
+            return reference_kl(q, p)
+        rounded, written = reference(np.float32), reference(np.float64)
+    assert abs(got.value - rounded.value) <= got.error + rounded.error
+    assert abs(got.value - written.value) > 1e6 * got.error
+    # The narrow pair dominates: w (d / s)^2 / 2 with w = 1/2, d = 1e-3, s = 1e-3 in float64
+    # (the wide components are identical); the float32-rounded d is 0.99993e-3.
+    np.testing.assert_allclose(written.value, 0.25, rtol=2e-8)
+    d32 = float(np.float32(6.001)) - 6.0
+    s32 = float(np.float32(1e-3))
+    np.testing.assert_allclose(rounded.value, 0.25 * (d32 / s32) ** 2, rtol=2e-7)
+    assert round(got.value, 7) == 0.2499637 and round(written.value, 10) == 0.2499999974

@@ -136,6 +136,9 @@ def _check_means(means, name: str, min_rank: int) -> Array:
     if means.ndim < min_rank:
         expected = "[..., K]" if min_rank == 1 else "[..., K, d]"
         raise ValueError(f"`{name}` must have shape {expected}, got shape {means.shape}.")
+    if 0 in means.shape[-min_rank:]:
+        what = "one component" if min_rank == 1 else "one component of dimension >= 1"
+        raise ValueError(f"`{name}` must hold at least {what}, got shape {means.shape}.")
     values = concrete_value(means)
     if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values}.")

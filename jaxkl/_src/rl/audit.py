@@ -416,7 +416,12 @@ def audit_sequence(
       log_ratio_clip, value_clip: passed to :func:`jaxkl.rl.token_kl`.
 
     Returns:
-      A :class:`GradientAudit`; gradients ``[C, num_nodes, V]``, float32 at least.
+      A :class:`GradientAudit`; gradients ``[C, num_nodes, V]``, float32 at least. The
+      enumeration is exact; the arithmetic is in the inputs' dtype, and in float32 the
+      round-off of summing all ``V**T`` sequences grows with their number, far above
+      float32's epsilon for long sequences even for configurations exact in theory. For
+      exact figures pass float64 logits under ``jax_enable_x64``, as
+      ``experiments/gradient_audit.py`` does.
 
     Example:
       >>> import jax
