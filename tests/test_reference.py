@@ -258,3 +258,29 @@ def test_value_and_error_are_for_the_stored_parameters():
     s32 = float(np.float32(1e-3))
     np.testing.assert_allclose(rounded.value, 0.25 * (d32 / s32) ** 2, rtol=2e-7)
     assert round(got.value, 7) == 0.2499637 and round(written.value, 10) == 0.2499999974
+
+
+def test_one_component_mixtures_use_the_closed_form():
+    """A one-component Gaussian mixture is a Gaussian: "auto" takes the closed form
+    (before, a near-singular 2-D pair fell to the bounds' midpoint, 6.49 +- 0.38)."""
+    rho = 0.999999
+    cov = np.array([[1.0, rho], [rho, 1.0]])
+    with jax.enable_x64(True):  # float64 parameters: stored as written
+        q = mixtures.gaussian_mixture_full(np.zeros((1, 2)), cov[None])
+        p = mixtures.gaussian_mixture_full(np.zeros((1, 2)), np.eye(2)[None])
+        got = reference_kl(q, p)
+    # KL(N(0, C) || N(0, I)) = (tr C - d - log det C) / 2, det C = 1 - rho^2 exactly.
+    want = 0.5 * (2.0 - 2 - np.log1p(-rho) - np.log1p(rho))
+    assert got.method == "analytic"
+    # log det of a matrix with condition number 2e6 loses ~1e6 ulps in the factorisation:
+    # the error bar must cover that (64 ulps of the value did not: 5.5e-12 against 1e-13).
+    assert abs(got.value - want) <= got.error < 1e-5
+    for rho in (0.0, 0.9, 1 - 1e-10):
+        cov = np.array([[1.0, rho], [rho, 1.0]])
+        with jax.enable_x64(True):
+            r = reference_kl(mixtures.gaussian_mixture_full(np.zeros((1, 2)), cov[None]), p)
+        assert abs(r.value - 0.5 * (-np.log1p(-rho) - np.log1p(rho))) <= r.error
+    one_d = reference_kl(mixtures.gaussian_mixture_1d([0.0], [1.0]),
+                         mixtures.gaussian_mixture_1d([1.0], [2.0]))
+    assert one_d.method == "analytic"
+    np.testing.assert_allclose(one_d.value, np.log(2) + (1 + 1) / 8 - 0.5, rtol=1e-14)

@@ -148,17 +148,23 @@ def test_unresolvable_ridge_is_flagged_and_auto_falls_back_to_the_bounds(x64):
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     ridge = rotation @ np.diag([1e-8, 1e4]) @ rotation.T
     mean_p, cov_p = np.array([1.0, 0.0]), 100.0 * np.eye(2)
-    q = jaxkl.gaussian_mixture_full(np.zeros((1, 2)), ridge[None])
+    # q is the ridge written as two identical halves: the same distribution as the single
+    # ridge (so the Gaussian closed form is the truth), but a two-component mixture, which
+    # has no closed form and goes to quadrature.
+    q = jaxkl.gaussian_mixture_full(np.zeros((2, 2)), np.stack([ridge, ridge]))
     p = jaxkl.gaussian_mixture_full(mean_p[None], cov_p[None])
     r = quadrature_kl(q, p)
     assert not r.converged and r.error == math.inf
     auto = reference_kl(q, p)
     assert auto.method == "bounds" and np.isfinite(auto.error)
-    # Both are single Gaussians (as one-component mixtures): the closed form is the truth.
     precision = np.linalg.inv(cov_p)
     truth = 0.5 * (np.trace(precision @ ridge) + mean_p @ precision @ mean_p - 2
                    + np.log(np.linalg.det(cov_p) / np.linalg.det(ridge)))
     assert abs(auto.value - truth) <= auto.error
+    # Written as one component, "auto" takes the closed form (its error covers the
+    # ridge's condition number of 1e12).
+    single = reference_kl(jaxkl.gaussian_mixture_full(np.zeros((1, 2)), ridge[None]), p)
+    assert single.method == "analytic" and abs(single.value - truth) <= single.error
 
 
 def test_user_box_counts_the_mass_outside(x64):
