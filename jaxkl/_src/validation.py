@@ -259,10 +259,10 @@ def check_mask(mask, shape, name: str = "mask") -> jax.Array:
     if mask.dtype == jnp.bool_:
         return mask
     values = concrete_value(mask)
-    if values is not None and not np.isin(values, (0, 1)).all():
-        bad = values[~np.isin(values, (0, 1))].flat[0]
+    bad = None if values is None else values[(values != 0) & (values != 1)]
+    if bad is not None and bad.size:
         raise ValueError(
-            f"`{name}` must hold only 0 and 1 (or be boolean), got {bad}; a mask selects "
+            f"`{name}` must hold only 0 and 1 (or be boolean), got {bad.flat[0]}; a mask selects "
             "tokens, it does not weight them."
         )
     return mask != 0

@@ -15,7 +15,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxkl._src import numerics
-from jaxkl._src.distributions.checks import check_parameters
+from jaxkl._src.distributions.checks import check_parameters, check_single
 from jaxkl._src.distributions.families import Family, Params
 from jaxkl._src.estimators import divergences
 from jaxkl._src.estimators.kl import KL_KERNELS
@@ -111,11 +111,7 @@ def _check_target(p, family: Family, divergence: str) -> None:
                 f"`p` has event shape {tuple(p.event_shape)} but `family` {family.name} has "
                 f"event shape {tuple(family.event_shape)}; they must be equal."
             )
-        if tuple(getattr(p, "batch_shape", ())) != ():
-            raise ValueError(
-                f"`p` must be a single distribution (batch shape ()), got batch shape "
-                f"{tuple(p.batch_shape)}; to fit a batch of targets, jax.vmap over them."
-            )
+        check_single(p, "p", "to fit a batch of targets, jax.vmap over them")
         # A negative scale or a NaN location would make every step non-finite (all
         # skipped): checked like reference_kl's, when the parameters are concrete.
         check_parameters(p, "p")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkl._src import stats, vocabulary
-from jaxkl._src.distributions.checks import check_parameters
+from jaxkl._src.distributions.checks import check_parameters, check_single
 from jaxkl._src.estimators.divergences import F_DIVERGENCES, PARAMETERS, f_divergence_fn
 from jaxkl._src.estimators.kl import KL_KERNELS, cv_coefficient
 from jaxkl._src.validation import check_positive_int, compute_dtype, third_party_promotion
@@ -136,10 +136,7 @@ def _check_distribution(d, name: str, need_sample: bool) -> None:
 def _check_shapes(q, p) -> None:
     """Single distributions (batch shape ``()``) with equal event shapes, when they say."""
     for d, name in ((q, "q"), (p, "p")):
-        batch = getattr(d, "batch_shape", ())
-        if tuple(batch) != ():
-            raise ValueError(f"`{name}` must be a single distribution (batch shape ()), got "
-                             f"batch shape {tuple(batch)}; vmap estimate over a batch.")
+        check_single(d, name, "vmap estimate over a batch")
     q_event, p_event = getattr(q, "event_shape", None), getattr(p, "event_shape", None)
     if q_event is not None and p_event is not None and tuple(q_event) != tuple(p_event):
         raise ValueError(f"`q` has event shape {tuple(q_event)} but `p` has event shape "

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkl._src.distributions.checks import check_single
 from jaxkl._src.distributions.mixtures import mixture_params
 from jaxkl._src.reference import cubature
 
@@ -32,11 +33,7 @@ def event_dim(d: distrax.DistributionLike, name: str) -> int:
             f"`{name}` must be a distrax distribution (or have its interface), got "
             f"{type(d).__name__}."
         )
-    if tuple(d.batch_shape) != ():
-        raise ValueError(
-            f"`{name}` must be a single distribution (batch shape ()), got batch shape "
-            f"{d.batch_shape}; loop or use mixture_kl_approximations for batches."
-        )
+    check_single(d, name, "loop or use mixture_kl_approximations for batches")
     shape = tuple(d.event_shape)
     if len(shape) > 1:
         raise ValueError(f"`{name}` must have scalar or vector events, got {shape}.")

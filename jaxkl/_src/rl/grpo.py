@@ -472,12 +472,11 @@ def grpo_loss(
             "`logits` and `ref_logits`): drop it, or pick a per-token estimator."
         )
     if use_kl and not full and ref_logprobs is None:
-        raise ValueError(
-            "`ref_logprobs` is required when `kl_coef` is not 0"
-            + (" (a traced `kl_coef`, e.g. an adaptive controller's beta under jit, may be "
-               "nonzero: pass `ref_logprobs`, or kl_coef=0 as a Python number to switch "
-               "the penalty off)." if coef_value is None else ".")
-        )
+        why = "." if coef_value is not None else (
+            " (a traced `kl_coef`, e.g. an adaptive controller's beta under jit, may be "
+            "nonzero: pass `ref_logprobs`, or kl_coef=0 as a Python number to switch the "
+            "penalty off).")
+        raise ValueError("`ref_logprobs` is required when `kl_coef` is not 0" + why)
     if ref_logprobs is not None:
         ref_logprobs = check_float_array(ref_logprobs, "ref_logprobs")
         check_same_shape([("logprobs", logprobs), ("ref_logprobs", ref_logprobs)])
